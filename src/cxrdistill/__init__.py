@@ -1,0 +1,2 @@
+"""cxrdistill."""
+__version__ = "0.1.0"

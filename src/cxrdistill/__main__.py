@@ -1,0 +1,3 @@
+from cxrdistill.cli import main
+
+main()

@@ -1,0 +1,81 @@
+"""Self-contained HTML pages: every string escaped, every figure embedded as a base64 PNG (opens offline)."""
+from __future__ import annotations
+
+import base64
+import html
+import io
+from typing import Any, Iterable
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1180px;margin:2em auto;padding:0 1em;
+color:#1d232a;line-height:1.45}
+h1{font-size:1.7em;border-bottom:2px solid #2b6cb0;padding-bottom:.2em}h2{margin-top:1.8em;color:#2b4c7e}
+table{border-collapse:collapse;margin:.6em 0;font-size:.88em}th,td{border:1px solid #cfd6de;padding:.25em .55em;
+text-align:right}th{background:#eef2f7}td:first-child,th:first-child{text-align:left}
+figure{margin:1em 0}figcaption{font-size:.9em;color:#44515f;margin-top:.3em}img{max-width:100%}
+.reading{background:#f4f8fc;border-left:4px solid #2b6cb0;padding:.4em .8em;margin:.5em 0}
+.muted{color:#6b7785;font-size:.85em}.bad{color:#b02a2a}.good{color:#1e7b34}
+"""
+
+
+def esc(x: Any) -> str:
+    """Escape any value for HTML text or attribute context."""
+    return html.escape("" if x is None else str(x), quote=True)
+
+
+def fig_to_data_uri(fig, dpi: int = 110) -> str:
+    """Render a matplotlib figure to an embedded PNG data URI and close it."""
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def figure(fig, caption: str, alt: str | None = None) -> str:
+    """A figure with its one-line reading as caption."""
+    uri = fig_to_data_uri(fig)
+    return (f'<figure><img src="{uri}" alt="{esc(alt or caption)}">'
+            f'<figcaption>{esc(caption)}</figcaption></figure>')
+
+
+def table(df, float_fmt: str = "{:.3f}", max_rows: int = 500) -> str:
+    """A pandas DataFrame as an escaped HTML table (no raw HTML from cells ever passes through)."""
+    import math
+
+    cols = list(df.columns)
+    head = "".join(f"<th>{esc(c)}</th>" for c in cols)
+    rows = []
+    for rec in df.head(max_rows).itertuples(index=False):
+        cells = []
+        for v in rec:
+            if isinstance(v, float):
+                s = "" if math.isnan(v) else float_fmt.format(v)
+            else:
+                s = "" if v is None else str(v)
+            cells.append(f"<td>{esc(s)}</td>")
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    more = f'<p class="muted">{len(df) - max_rows} more rows not shown</p>' if len(df) > max_rows else ""
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>{more}"
+
+
+def section(title: str, body_html: Iterable[str] | str, reading: str | None = None, anchor: str | None = None) -> str:
+    body = body_html if isinstance(body_html, str) else "\n".join(body_html)
+    rd = f'<p class="reading">{esc(reading)}</p>' if reading else ""
+    aid = f' id="{esc(anchor)}"' if anchor else ""
+    return f"<section{aid}><h2>{esc(title)}</h2>{rd}{body}</section>"
+
+
+def paragraph(text: str, cls: str | None = None) -> str:
+    c = f' class="{esc(cls)}"' if cls else ""
+    return f"<p{c}>{esc(text)}</p>"
+
+
+def page(title: str, sections: Iterable[str], subtitle: str | None = None) -> str:
+    sub = f'<p class="muted">{esc(subtitle)}</p>' if subtitle else ""
+    return (
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+        f"<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\"><title>{esc(title)}</title>"
+        f"<style>{CSS}</style></head><body><h1>{esc(title)}</h1>{sub}{''.join(sections)}</body></html>"
+    )
