@@ -1,0 +1,88 @@
+"""``python -m cxrdistill.bench --out BENCHMARKS.md [--quick] [--only AREA]``: run every area's benchmark and write
+one Markdown file (atomically) with the machine described and every ratio measured in this run."""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib
+import os
+import platform
+import sys
+import time
+import traceback
+
+from cxrdistill.bench import AREAS
+from cxrdistill.io import atomic_open
+
+
+def machine() -> list[str]:
+    import torch
+
+    cpu = "unknown"
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    mem = ""
+    try:
+        with open("/proc/meminfo") as fh:
+            kb = int(fh.readline().split()[1])
+            mem = f"{kb / 2**20:.0f} GiB"
+    except (OSError, ValueError, IndexError):
+        pass
+    return [f"- CPU: {cpu}, {os.cpu_count()} cores; memory {mem}; GPU: "
+            f"{torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'none'}",
+            f"- Python {platform.python_version()}, torch {torch.__version__} ({torch.get_num_threads()} threads), "
+            f"{platform.platform()}"]
+
+
+def fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return "" if v is None else str(v)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m cxrdistill.bench")
+    ap.add_argument("--out", default="BENCHMARKS.md")
+    ap.add_argument("--quick", action="store_true", help="small sizes (seconds), for checking the benchmarks run")
+    ap.add_argument("--only", action="append", help="run only these areas")
+    args = ap.parse_args(argv)
+    areas = args.only or AREAS
+    lines = ["# Benchmarks", "",
+             f"Written by `make bench` on {dt.datetime.now().strftime('%Y-%m-%d %H:%M')}"
+             f"{' (quick mode)' if args.quick else ''}. Every ratio below was measured side by side in this one run; "
+             "this machine is noisy (±50% between runs), so read ratios, not absolute rates.", "", "## Machine", "",
+             *machine(), ""]
+    failed = 0
+    for area in areas:
+        try:
+            mod = importlib.import_module(f"cxrdistill.bench.{area}")
+        except ModuleNotFoundError:
+            continue
+        print(f"[bench] {area} …", file=sys.stderr, flush=True)
+        t0 = time.perf_counter()
+        lines += [f"## {area}", ""]
+        try:
+            rows = mod.run(quick=args.quick)
+        except Exception:  # one failing benchmark must not lose the others; it is reported in the file
+            failed += 1
+            lines += ["```", traceback.format_exc()[-2000:], "```", ""]
+            continue
+        lines += ["| measurement | value | unit | goal | note |", "|---|---|---|---|---|"]
+        for r in rows:
+            lines.append("| " + " | ".join(fmt(r.get(k)).replace("|", "\\|")
+                                           for k in ("name", "value", "unit", "goal", "note")) + " |")
+        lines += ["", f"_{area}: {time.perf_counter() - t0:.0f} s_", ""]
+    with atomic_open(args.out) as fh:
+        fh.write("\n".join(lines) + "\n")
+    print(f"wrote {args.out}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

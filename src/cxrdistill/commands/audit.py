@@ -1,0 +1,60 @@
+"""``cxrdistill audit``: the performance audit of a predictions table (Glocker et al. 2023)."""
+from typing import List, Optional
+
+import typer
+
+
+def audit(
+    predictions: str = typer.Argument(..., help="Predictions table (CSV or Parquet): image_id, attributes, y_T, p_T."),
+    attribute: List[str] = typer.Option(..., "--attribute", "-a", help="Attribute column to audit (repeatable)."),
+    task: Optional[List[str]] = typer.Option(None, "--task", "-t", help="Task T (needs y_T and p_T); default all."),
+    target_fpr: float = typer.Option(0.2, help="Overall FPR of the one global threshold."),
+    n_boot: int = typer.Option(2000, help="Bootstrap replicates for CIs (0 = no CIs)."),
+    alpha: float = typer.Option(0.05, help="CI level 1 - alpha and significance level."),
+    correction: str = typer.Option("by", help="Multiple-testing correction: by|bh|bonferroni|none."),
+    seed: int = typer.Option(0, help="Seed of the bootstrap and the resampling."),
+    resample: str = typer.Option("none", help="none|balanced (Glocker et al.'s test-set resampling)."),
+    resample_by: Optional[str] = typer.Option(None, help="Attribute to balance (default: the first --attribute)."),
+    age_bins: Optional[str] = typer.Option(None, help="Edges that turn age into groups, e.g. 0,40,60,80,120."),
+    labels: str = typer.Option("observed", help="observed (y_T) | true (ytrue_T) | both."),
+    min_n: int = typer.Option(20, help="Groups with fewer labelled rows get null metrics."),
+    drop_missing_scores: bool = typer.Option(False, help="Leave out labelled rows without a score (else an error)."),
+    out: str = typer.Option(..., "--out", "-o", help="Output directory."),
+) -> None:
+    """Audit subgroup performance: AUC, TPR/FPR at one global threshold, gaps, DeLong and KS tests.
+
+    Writes OUT/audit.json, OUT/audit_by_group.parquet, OUT/audit_comparisons.parquet and OUT/report.html.
+    """
+    from pathlib import Path
+
+    from cxrdistill.evaluation.audit import run_audit
+    from cxrdistill.evaluation.audit_html import render_audit_html
+    from cxrdistill.evaluation.predictions import read_predictions
+    from cxrdistill.evaluation.resample import parse_bins
+    from cxrdistill.io import atomic_open, write_json, write_parquet
+
+    bins = parse_bins(age_bins) if age_bins else None
+    df = read_predictions(predictions)
+    res = run_audit(df, attribute, tasks=task or None, target_fpr=target_fpr, n_boot=n_boot, alpha=alpha,
+                    correction=correction, seed=seed, resample=resample, min_n=min_n, labels=labels, age_bins=bins,
+                    resample_by=resample_by, drop_missing_scores=drop_missing_scores, path=predictions)
+    doc = res.to_json()
+    html = render_audit_html(doc, title=f"Performance audit — {Path(predictions).name}")
+    out_dir = Path(out)
+    write_parquet(res.by_group, out_dir / "audit_by_group.parquet")
+    write_parquet(res.comparisons, out_dir / "audit_comparisons.parquet")
+    with atomic_open(out_dir / "report.html", "w", encoding="utf-8") as fh:
+        fh.write(html)
+    write_json(doc, out_dir / "audit.json")  # last: its presence means the audit is complete
+    for key in ("tasks", "tasks_true"):
+        for t, r in (doc.get(key) or {}).items():
+            ov = r["overall"]
+            gaps = ", ".join(f"{a} gap {v['auc_gap']:.3f}" for a, v in r["attributes"].items()
+                             if v.get("auc_gap") is not None)
+            auc = "n/a" if ov.get("auc") is None else f"{ov['auc']:.3f}"
+            typer.echo(f"{t}{' (true)' if key == 'tasks_true' else ''}: AUC {auc}" + (f"; {gaps}" if gaps else ""))
+    typer.echo(f"{doc['n_significant']} of {doc['n_tests']} tests significant ({correction}); wrote {out_dir}/")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("audit")(audit)
