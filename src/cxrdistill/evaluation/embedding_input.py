@@ -1,0 +1,269 @@
+"""Load frozen embeddings (store, .npy/.npz + ids, or a table with ``emb_*`` columns) and align them with a
+metadata table by ``image_id``, reporting every id that does not match."""
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cxrdistill.errors import InputError
+
+EMB_PREFIX = "emb_"
+N_EXAMPLES = 5  # ids shown when reporting mismatches
+
+
+@dataclass
+class Aligned:
+    """Embeddings ``X`` (n × d) and the metadata rows ``meta`` in the same order, plus the matching report."""
+
+    X: np.ndarray
+    meta: pd.DataFrame
+    ids: dict = field(default_factory=dict)
+
+
+class ArraySource:
+    """Embeddings held in memory, with the store's reading API (``ids``, ``get``)."""
+
+    def __init__(self, ids: list[str], X: np.ndarray):
+        self.ids = list(ids)
+        self._X = X
+        self._pos = {i: k for k, i in enumerate(self.ids)}
+        self.note = None
+
+    def get(self, ids) -> np.ndarray:
+        return self._X[[self._pos[i] for i in ids]]
+
+
+class StoreSource:
+    """An ``EmbeddingStore`` read lazily: only the images that match the metadata are loaded. Per-token items
+    (T × D) are mean-pooled to D."""
+
+    def __init__(self, store):
+        self._store = store
+        self.ids = [str(i) for i in store.ids]
+        shape = tuple(store.item_shape)
+        self.note = f"items of shape {shape} mean-pooled over the first axis" if len(shape) == 2 else None
+
+    def get(self, ids) -> np.ndarray:
+        a = np.asarray(self._store.get(list(ids)), dtype=np.float64)
+        return a.mean(axis=1) if a.ndim == 3 else a
+
+
+def read_ids(path: str | Path) -> list[str]:
+    """Image ids from a text file (one per line) or a table with an ``image_id`` column."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError("ids file not found", path=p, hint="give one image_id per line, or a table with image_id")
+    if p.suffix.lower() in {".txt", ".ids"}:
+        ids = [line.strip() for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+    else:
+        from cxrdistill.io import read_table
+
+        df = read_table(p, dtype={"image_id": str})
+        if "image_id" not in df.columns:
+            raise InputError("has no image_id column", path=p, column="image_id")
+        ids = df["image_id"].astype(str).tolist()
+    return ids
+
+
+def _sidecar_ids(p: Path) -> Path | None:
+    for cand in (p.with_suffix(".ids.txt"), p.with_name(p.stem + "_ids.txt"), p.with_suffix(".ids.csv")):
+        if cand.exists():
+            return cand
+    return None
+
+
+def _from_table(df: pd.DataFrame, path: Path, columns: list[str] | None = None) -> tuple[list[str], np.ndarray]:
+    if "image_id" not in df.columns:
+        raise InputError("embedding table has no image_id column", path=path, column="image_id")
+    cols = columns or [c for c in df.columns if str(c).startswith(EMB_PREFIX)]
+    if not cols and "embedding" in df.columns:  # `cxrdistill embeddings export` without --wide: a list column
+        try:
+            X = np.stack([np.asarray(v, dtype=np.float64).ravel() for v in df["embedding"]])
+        except (TypeError, ValueError):
+            raise InputError("column 'embedding' must hold equal-length numeric lists", path=path,
+                             column="embedding") from None
+        return df["image_id"].astype(str).tolist(), X
+    if not cols:
+        raise InputError(f"embedding table has no {EMB_PREFIX}* columns", path=path,
+                         hint=f"name the embedding columns {EMB_PREFIX}0, {EMB_PREFIX}1, …")
+    X = numeric_matrix(df, cols, path)
+    return df["image_id"].astype(str).tolist(), X
+
+
+def open_embeddings(path: str | Path, ids_path: str | Path | None = None):
+    """An embedding source with ``.ids`` and ``.get(ids) -> float64 array (n × d)`` from any supported input.
+
+    Inputs: an ``EmbeddingStore`` directory (``cxrdistill.teachers.store``, read lazily), a ``.npy`` matrix with
+    its ids in ``ids_path`` or a sidecar ``<name>.ids.txt``, an ``.npz`` with ``embeddings`` (or ``X``) and ``ids``
+    arrays, or a CSV/Parquet table with ``image_id`` and ``emb_*`` columns. Pickled objects are never loaded.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise InputError("embeddings not found", path=p, hint="give an embedding store, a .npy/.npz, or a table")
+    name = p.name.lower()
+    if p.is_dir():
+        try:  # imported lazily: the store belongs to teachers/ (numpy only), most audits never need it
+            from cxrdistill.teachers.store import EmbeddingStore
+        except ImportError:
+            raise InputError("is a directory but the embedding store module is not available", path=p,
+                             hint="export the embeddings to .npy + ids or a table with emb_* columns") from None
+        try:
+            store = EmbeddingStore.open(p)
+        except (OSError, ValueError, KeyError) as e:
+            raise InputError(f"cannot be opened as an embedding store ({e})", path=p) from None
+        return StoreSource(store)
+    if name.endswith(".npy"):
+        try:
+            X = np.load(p, allow_pickle=False)
+        except ValueError as e:
+            raise InputError(f"cannot be read as a numeric .npy ({e})", path=p) from None
+        idp = Path(ids_path) if ids_path else _sidecar_ids(p)
+        if idp is None:
+            raise InputError("a .npy matrix needs its image ids", path=p,
+                             hint="pass --embedding-ids FILE or put them next to it in "
+                                  f"{p.with_suffix('.ids.txt').name}")
+        ids = read_ids(idp)
+    elif name.endswith(".npz"):
+        try:
+            with np.load(p, allow_pickle=False) as z:
+                key = next((k for k in ("embeddings", "X", "x", "emb") if k in z.files), None)
+                if key is None:
+                    raise InputError("has no 'embeddings' array", path=p, hint=f"arrays found: {', '.join(z.files)}")
+                X = z[key]
+                ids = [str(i) for i in z["ids"]] if "ids" in z.files else None
+        except ValueError as e:
+            raise InputError(f"cannot be read without pickle ({e})", path=p) from None
+        if ids is None:
+            if ids_path is None:
+                raise InputError("has no 'ids' array", path=p, hint="pass --embedding-ids FILE")
+            ids = read_ids(ids_path)
+    else:
+        from cxrdistill.io import read_table
+
+        ids, X = _from_table(read_table(p, dtype={"image_id": str}), p)
+    X = np.asarray(X)
+    if X.ndim != 2:
+        raise InputError(f"embeddings must be a 2-D matrix (images × dims), got shape {X.shape}", path=p)
+    if not np.issubdtype(X.dtype, np.number):
+        raise InputError(f"embeddings must be numeric, got {X.dtype}", path=p)
+    if len(ids) != X.shape[0]:
+        raise InputError(f"{len(ids)} ids for {X.shape[0]} embedding rows", path=p,
+                         hint="the ids file must list one id per embedding row, in order")
+    if len(set(ids)) != len(ids):
+        dup = pd.Series(ids)[pd.Series(ids).duplicated()].iloc[0]
+        raise InputError(f"image_id {dup!r} appears more than once among the embeddings", path=p)
+    return ArraySource(ids, X.astype(np.float64, copy=False))
+
+
+def load_embeddings(path: str | Path, ids_path: str | Path | None = None) -> tuple[list[str], np.ndarray]:
+    """All embeddings of a source as (ids, float64 array n × d)."""
+    src = open_embeddings(path, ids_path)
+    return src.ids, src.get(src.ids)
+
+
+def numeric_matrix(df: pd.DataFrame, columns: list[str], path: object | None = None) -> np.ndarray:
+    """Columns as a float matrix; a missing or non-numeric column is an InputError naming it."""
+    for c in columns:
+        if c not in df.columns:
+            raise InputError("column not found", path=path, column=c,
+                             hint=f"available: {', '.join(map(str, list(df.columns)[:20]))}")
+        s = df[c]
+        if not pd.api.types.is_numeric_dtype(s):
+            raise InputError(f"is not numeric (dtype {s.dtype})", path=path, column=c,
+                             hint="only numeric feature columns can be tested")
+    return df[columns].to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def expand_columns(df: pd.DataFrame, patterns: list[str], path: object | None = None) -> list[str]:
+    """Column names from names or shell-style patterns (``emb_*``), in table order, without duplicates."""
+    out: list[str] = []
+    for pat in patterns:
+        if any(ch in pat for ch in "*?["):
+            hits = [c for c in df.columns if fnmatch.fnmatchcase(str(c), pat)]
+            if not hits:
+                raise InputError(f"no column matches {pat!r}", path=path)
+        else:
+            if pat not in df.columns:
+                raise InputError("column not found", path=path, column=pat,
+                                 hint=f"available: {', '.join(map(str, list(df.columns)[:20]))}")
+            hits = [pat]
+        out.extend(h for h in hits if h not in out)
+    return out
+
+
+def read_metadata(path: str | Path, split: str | None = None) -> pd.DataFrame:
+    """A cohort or predictions table keyed by unique ``image_id``, optionally filtered to one split."""
+    from cxrdistill.io import read_table
+
+    p = Path(path)
+    df = read_table(p, dtype={"image_id": str, "patient_id": str})
+    if "image_id" not in df.columns:
+        raise InputError("metadata has no image_id column", path=p, column="image_id")
+    df = df.copy()
+    df["image_id"] = df["image_id"].astype(str)
+    dup = df["image_id"].duplicated()
+    if dup.any():
+        raise InputError(f"image_id {df['image_id'][dup].iloc[0]!r} appears more than once", path=p,
+                         column="image_id", hint="the metadata table must have one row per image")
+    return filter_split(df, split, p)
+
+
+def filter_split(df: pd.DataFrame, split: str | None, path: object | None = None) -> pd.DataFrame:
+    if split is None:
+        return df
+    if "split" not in df.columns:
+        raise InputError("has no split column to filter on", path=path, column="split",
+                         hint="drop --split or add a split column (train/val/test)")
+    out = df[df["split"].astype(str) == split]
+    if out.empty:
+        vals = sorted(map(str, df["split"].dropna().unique()))
+        raise InputError(f"no rows with split == {split!r}", path=path, column="split",
+                         hint=f"splits present: {', '.join(vals) or 'none'}")
+    return out
+
+
+def align(source, meta: pd.DataFrame, *, path: object | None = None) -> Aligned:
+    """Keep the images present in both the embedding source and the metadata, in metadata order, loading only
+    those rows. Ids on one side only are counted and a few listed, so a wrong file or split shows at once;
+    no overlap at all is an InputError. ``source`` is anything with ``.ids`` and ``.get(ids)`` (or an
+    ``(ids, X)`` tuple)."""
+    if isinstance(source, tuple):
+        source = ArraySource(*source)
+    ids = source.ids
+    emb_set = set(ids)
+    meta_ids = meta["image_id"].astype(str).tolist()
+    meta_set = set(meta_ids)
+    keep = [k for k, i in enumerate(meta_ids) if i in emb_set]
+    only_emb = [i for i in ids if i not in meta_set]
+    only_meta = [i for i in meta_ids if i not in emb_set]
+    report = {
+        "n_embeddings": len(ids),
+        "n_metadata": len(meta_ids),
+        "n_matched": len(keep),
+        "n_only_in_embeddings": len(only_emb),
+        "only_in_embeddings_examples": only_emb[:N_EXAMPLES],
+        "n_only_in_metadata": len(only_meta),
+        "only_in_metadata_examples": only_meta[:N_EXAMPLES],
+    }
+    if getattr(source, "note", None):
+        report["note"] = source.note
+    if not keep:
+        raise InputError("no image_id is shared by the embeddings and the metadata", path=path,
+                         hint=f"embedding ids look like {ids[:3]}, metadata ids like {meta_ids[:3]}")
+    sub = meta.iloc[keep].reset_index(drop=True)
+    X = np.asarray(source.get(sub["image_id"].tolist()), dtype=np.float64)
+    return Aligned(X=X, meta=sub, ids=report)
+
+
+def one_image_per_patient(meta: pd.DataFrame, seed: int = 0, path: object | None = None) -> pd.DataFrame:
+    """Keep one random image per patient (seeded), so that tests treat independent patients, not images."""
+    if "patient_id" not in meta.columns:
+        raise InputError("has no patient_id column", path=path, column="patient_id",
+                         hint="drop --one-per-patient or add patient ids")
+    m = meta[meta["patient_id"].notna()]
+    shuffled = m.sample(frac=1.0, random_state=seed)
+    return shuffled.drop_duplicates("patient_id").sort_index()
