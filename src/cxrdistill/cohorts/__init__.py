@@ -1,0 +1,7 @@
+"""Cohorts: dataset readers → one harmonized cohort table (see README, "Cohort table"), label policies, splits.
+
+Public API (import from the submodules; this package imports nothing heavy on its own):
+``readers.READERS`` (``"chexpert"``, ``"mimic"``, ``"nih"``, ``"padchest"``), ``importer.import_cohort``,
+``validate.validate_cohort`` / ``load_cohort`` / ``save_cohort``, ``imagecheck.check_images``,
+``policies.build_targets`` / ``POLICIES``, ``splits.assign_splits`` / ``split_from_file`` / ``check_no_leakage``.
+"""
