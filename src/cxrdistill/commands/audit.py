@@ -28,24 +28,16 @@ def audit(
     from pathlib import Path
 
     from cxrdistill.evaluation.audit import run_audit
-    from cxrdistill.evaluation.audit_html import render_audit_html
+    from cxrdistill.evaluation.audit_html import write_audit
     from cxrdistill.evaluation.predictions import read_predictions
     from cxrdistill.evaluation.resample import parse_bins
-    from cxrdistill.io import atomic_open, write_json, write_parquet
 
     bins = parse_bins(age_bins) if age_bins else None
     df = read_predictions(predictions)
     res = run_audit(df, attribute, tasks=task or None, target_fpr=target_fpr, n_boot=n_boot, alpha=alpha,
                     correction=correction, seed=seed, resample=resample, min_n=min_n, labels=labels, age_bins=bins,
                     resample_by=resample_by, drop_missing_scores=drop_missing_scores, path=predictions)
-    doc = res.to_json()
-    html = render_audit_html(doc, title=f"Performance audit — {Path(predictions).name}")
-    out_dir = Path(out)
-    write_parquet(res.by_group, out_dir / "audit_by_group.parquet")
-    write_parquet(res.comparisons, out_dir / "audit_comparisons.parquet")
-    with atomic_open(out_dir / "report.html", "w", encoding="utf-8") as fh:
-        fh.write(html)
-    write_json(doc, out_dir / "audit.json")  # last: its presence means the audit is complete
+    doc = write_audit(res, out, title=f"Performance audit — {Path(predictions).name}")
     for key in ("tasks", "tasks_true"):
         for t, r in (doc.get(key) or {}).items():
             ov = r["overall"]

@@ -192,3 +192,21 @@ def render_audit_html(doc: dict, title: str = "Performance audit") -> str:
     sections.append(section("How to read this", notes, anchor="notes"))
     sub = f"{doc.get('input', {}).get('path') or ''} — labels: {st['labels']}"
     return page(title, sections, subtitle=sub)
+
+
+def write_audit(res, out_dir, title: str = "Performance audit") -> dict:
+    """Write an audit's files atomically: the tidy tables, report.html, and audit.json last (its presence means the
+    audit is complete). Returns the audit.json document."""
+    from pathlib import Path
+
+    from cxrdistill.io import atomic_open, write_json, write_parquet
+
+    out_dir = Path(out_dir)
+    doc = res.to_json()
+    html = render_audit_html(doc, title=title)
+    write_parquet(res.by_group, out_dir / "audit_by_group.parquet")
+    write_parquet(res.comparisons, out_dir / "audit_comparisons.parquet")
+    with atomic_open(out_dir / "report.html", "w", encoding="utf-8") as fh:
+        fh.write(html)
+    write_json(doc, out_dir / "audit.json")
+    return doc

@@ -1,0 +1,278 @@
+"""The study report: one self-contained HTML file (figures embedded, every string escaped) telling the whole story —
+teacher, student, where each is biased, whether the bias propagated, and what the fairness methods changed."""
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Any
+
+from cxrdistill.io import atomic_open
+from cxrdistill.report.html import esc, figure, page, paragraph, section, table
+
+
+def _png(path: Path, caption: str) -> str:
+    """Embed an existing PNG file with its one-line reading."""
+    if not path.exists():
+        return ""
+    uri = "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+    return f'<figure><img src="{uri}" alt="{esc(caption)}"><figcaption>{esc(caption)}</figcaption></figure>'
+
+
+def _f(v, fmt="{:.3f}") -> str:
+    return "—" if v is None else fmt.format(v)
+
+
+def _headline(res: dict) -> str:
+    import pandas as pd
+
+    t, s = res.get("teacher", {}), res.get("student", {})
+    rows = [
+        ("parameters", f"{t.get('params', 0):,}" if t.get("params") else "—",
+         f"{s.get('params', 0):,}" if s.get("params") else "—"),
+        ("images / s (same resolution, 2 threads)", _f(t.get("throughput_img_s"), "{:.0f}"),
+         _f(s.get("throughput_img_s"), "{:.0f}")),
+        ("mean AUC, test, observed labels", _f(t.get("mean_auc")), _f(s.get("mean_auc"))),
+        ("mean AUC, test, ground-truth labels", _f(t.get("mean_auc_true_labels")),
+         _f(s.get("mean_auc_true_labels"))),
+    ]
+    df = pd.DataFrame(rows, columns=["", "teacher (black box)", "student (ours)"])
+    ret, sp = res.get("retention"), res.get("speedup")
+    reading = (f"The student keeps {ret:.1%} of the teacher's mean AUC" if ret else "Retention not computed") + \
+              (f" and runs {sp:.1f}× faster." if sp else ".")
+    return section("Teacher and student at a glance", [table(df)], reading=reading, anchor="headline")
+
+
+def _cohort(run_dir: Path, res: dict) -> str:
+    import pandas as pd
+
+    c = res.get("cohort") or {}
+    summ = c.get("summary") or {}
+    parts = []
+    rows = []
+    for attr in ("sex", "race"):
+        for g, n in (summ.get(attr) or {}).items():
+            rows.append((attr, g, n))
+    if rows:
+        parts.append(table(pd.DataFrame(rows, columns=["attribute", "group", "images"])))
+    labels = summ.get("labels") or {}
+    tasks = res.get("tasks") or []
+    prev = [(t, labels[t]["pos"], labels[t].get("uncertain"), labels[t]["prevalence"]) for t in tasks if t in labels]
+    if prev:
+        parts.append(table(pd.DataFrame(prev, columns=["finding", "positive", "uncertain", "prevalence"])))
+    planted = c.get("planted")
+    if planted:
+        parts.append("<details><summary>Planted bias mechanisms (true values)</summary><pre>"
+                     f"{esc(json.dumps(planted.get('scenario', planted), indent=1)[:6000])}</pre></details>")
+    parts.append(_png(run_dir / "figures" / "synth_preview.png",
+                      "Synthetic radiographs with their labels: a look at what the models see."))
+    reading = (f"{summ.get('images', '?')} images of {summ.get('patients', '?')} patients; splits "
+               f"{c.get('splits')}.")
+    return section("The cohort", parts, reading=reading, anchor="cohort")
+
+
+def _performance(run_dir: Path, res: dict) -> str:
+    from cxrdistill.report.plots import bar_compare
+
+    t, s = res.get("teacher", {}), res.get("student", {})
+    tasks = [k for k in (t.get("auc") or {})]
+    if not tasks:
+        return ""
+    vals = {k: {"teacher": t["auc"].get(k), "student": (s.get("auc") or {}).get(k)} for k in tasks}
+    ft = res.get("student_finetuned") or {}
+    if ft.get("auc"):
+        for k in tasks:
+            vals[k]["student fine-tuned"] = ft["auc"].get(k)
+    fig = bar_compare(vals, "test AUC (linear probe)", "Per-finding AUC", ref=0.5)
+    worst = min(tasks, key=lambda k: (vals[k]["student"] or 0) - (vals[k]["teacher"] or 0))
+    reading = (f"Largest loss from distillation: {worst} ({_f(vals[worst]['teacher'])} → "
+               f"{_f(vals[worst]['student'])}).")
+    import pandas as pd
+
+    rows = [(k, _f(t["auc"].get(k)), _ci((t.get("auc_ci") or {}).get(k)), _f((s.get("auc") or {}).get(k)),
+             _ci((s.get("auc_ci") or {}).get(k))) for k in tasks]
+    tab = table(pd.DataFrame(rows, columns=["finding", "teacher AUC", "95% CI", "student AUC", "95% CI"]))
+    return section("Disease detection: teacher vs student", [figure(fig, reading), tab],
+                   reading="Linear probes on frozen embeddings, test split, bootstrap CIs.", anchor="performance")
+
+
+def _ci(ci) -> str:
+    if not ci or ci[0] is None:
+        return "—"
+    return f"[{ci[0]:.3f}, {ci[1]:.3f}]"
+
+
+def _subgroups(run_dir: Path, res: dict) -> str:
+    import pandas as pd
+
+    from cxrdistill.report.plots import roc_by_group, subgroup_forest
+
+    parts = []
+    models = {}
+    for who in ("teacher", "student"):
+        p = run_dir / "audit" / who / "audit_by_group.parquet"
+        if p.exists():
+            d = pd.read_parquet(p)
+            if "labels" in d.columns:
+                d = d[d["labels"] == "observed"]
+            models[who] = d[~d["group"].isin(["(overall)", "(summary)"])]
+    if not models:
+        return ""
+    for metric, what in (("auc", "AUC"), ("tpr", "TPR at the global threshold"), ("fpr", "FPR at the threshold")):
+        if any((d["metric"] == metric).any() for d in models.values()):
+            fig = subgroup_forest(None, metric, models, f"Subgroup {what}, teacher vs student")
+            parts.append(figure(fig, f"Subgroup {what} with 95% bootstrap CIs: non-overlapping bars of one colour "
+                                     f"mark groups the model serves unequally."))
+    rows = []
+    for who in ("teacher", "student"):
+        for attr, per in (res.get(who, {}).get("audit") or {}).items():
+            for task, v in per.items():
+                rows.append((who, attr, task, v.get("auc_gap"), v.get("worst_group_auc"), v.get("es_auc")))
+    if rows:
+        parts.append(table(pd.DataFrame(rows, columns=["model", "attribute", "task", "AUC gap", "worst-group AUC",
+                                                       "ES-AUC"])))
+    attr = res.get("fairness_attribute") or (res.get("attributes") or ["sex"])[0]
+    task = (res.get("tasks") or [None])[0]
+    for who in ("teacher", "student"):
+        pp = _pred_path(run_dir, who)
+        if pp and task:
+            preds = pd.read_parquet(pp)
+            if attr in preds.columns and f"p_{task}" in preds.columns:
+                parts.append(figure(roc_by_group(preds, task, attr, f"{who}: {task} by {attr}"),
+                                    f"ROC curves of the {who} per {attr} group for {task}: a curve below the others "
+                                    f"is a group detected less well at every threshold."))
+    return section("Where is each model biased? Subgroup performance", parts,
+                   reading="One global threshold at 20% overall FPR (Glocker et al. 2023); groups compared with "
+                           "DeLong tests, FDR-controlled.", anchor="subgroups")
+
+
+def _pred_path(run_dir: Path, who: str) -> Path | None:
+    p = run_dir / "probe" / who / "predictions" / "test.parquet"
+    return p if p.exists() else None
+
+
+def _features(run_dir: Path, res: dict) -> str:
+    parts = []
+    for who in ("teacher", "student"):
+        d = run_dir / "audit" / who
+        ft = res.get(who, {}).get("feature_tests") or {}
+        if ft.get("n_tests"):
+            parts.append(paragraph(f"{who}: {ft.get('n_significant')} of {ft.get('n_tests')} KS tests significant "
+                                   f"after correction; bias score {_f(ft.get('bias_score'))}."))
+        for png in sorted(d.glob("features_*.png")):
+            kind = png.stem.removeprefix("features_").replace("_", " ")
+            parts.append(_png(png, f"{who} — {kind}: groups whose densities separate along a mode are encoded "
+                                   f"differently by the model."))
+    if not parts:
+        return ""
+    return section("Feature space: do the embeddings differ by group?", parts,
+                   reading="PCA modes of the test embeddings, two-sample KS tests between groups (BY-corrected), "
+                           "t-SNE, and the variance-weighted bias score of seed 000.", anchor="features")
+
+
+def _probes(run_dir: Path, res: dict) -> str:
+    from cxrdistill.report.plots import bar_compare
+
+    vals: dict[str, dict[str, float]] = {}
+    for who in ("teacher", "student"):
+        for attr, auc in (res.get(who, {}).get("attribute_probes") or {}).items():
+            if auc is not None:
+                vals.setdefault(attr, {})[who] = auc
+    if not vals:
+        return ""
+    fig = bar_compare(vals, "probe AUC (cross-validated)", "How much protected information the embeddings hold",
+                      ref=0.5)
+    reading = "; ".join(f"{a}: teacher {_f(v.get('teacher'))}, student {_f(v.get('student'))}" for a, v in
+                        vals.items())
+    return section("Attribute probes", [figure(fig, "Dashed line: chance. " + reading)],
+                   reading="Logistic regression from frozen embeddings to each attribute, patient-grouped CV.",
+                   anchor="probes")
+
+
+def _propagation(run_dir: Path, res: dict) -> str:
+    import pandas as pd
+
+    p = run_dir / "audit" / "compare" / "compare.parquet"
+    if not p.exists():
+        return ""
+    d = pd.read_parquet(p)
+    keep = [c for c in d.columns if c in ("model", "kind", "metric", "task", "attribute", "group_a", "group_b",
+                                          "value", "ref_value", "ci_low", "ci_high", "p_adj", "verdict")]
+    d = d[keep] if keep else d
+    counts = d["verdict"].value_counts().to_dict() if "verdict" in d.columns else {}
+    parts = [table(d, max_rows=80)]
+    png = run_dir / "audit" / "compare" / "compare_gaps.png"
+    parts.insert(0, _png(png, "Every gap of the teacher against the same gap of the student, with CIs."))
+    return section("Did the student inherit the teacher's bias?", parts,
+                   reading="Verdicts per gap: " + (", ".join(f"{k}: {v}" for k, v in counts.items()) or "none") +
+                           " (a gap counts as reduced/amplified only when the change is significant).",
+                   anchor="propagation")
+
+
+def _fairness(run_dir: Path, res: dict) -> str:
+    import pandas as pd
+
+    fair = res.get("fairness")
+    if not fair:
+        return ""
+    rows = [(m, v.get("auc"), v.get("worst_group_auc"), v.get("auc_gap"), v.get("es_auc")) for m, v in fair.items()]
+    df = pd.DataFrame(rows, columns=["method", "AUC", "worst-group AUC", "AUC gap", "ES-AUC"])
+    best = df.sort_values("AUC gap").iloc[0]["method"] if len(df) else None
+    parts = [table(df)]
+    md = run_dir / "fairness" / "fair_table.md"
+    parts.append(_png(run_dir / "fairness" / "pareto.png",
+                      "Overall AUC against AUC gap per method (up and left is better): the Pareto front."))
+    if md.exists():
+        parts.append(f"<details><summary>Full table (mean ± std over seeds, tests against ERM)</summary><pre>"
+                     f"{esc(md.read_text()[:8000])}</pre></details>")
+    return section(f"Fair training on the teacher's embeddings (attribute: {res.get('fairness_attribute')})", parts,
+                   reading=f"Smallest AUC gap: {best}. Heads trained on the frozen API embeddings — the most a user "
+                           f"of a black-box model can do.", anchor="fairness")
+
+
+def _fair_distill(run_dir: Path, res: dict) -> str:
+    fd = res.get("fair_distill")
+    if not fd:
+        return ""
+    html_path = run_dir / "fair_distill" / "section.html"
+    if html_path.exists():
+        return html_path.read_text(encoding="utf-8")
+    return section("Can the student be fairer than its teacher?",
+                   [f"<pre>{esc(json.dumps(fd, indent=1)[:6000])}</pre>"])
+
+
+def _pretraining(run_dir: Path, res: dict) -> str:
+    import pandas as pd
+
+    rows = res.get("pretraining")
+    if not rows:
+        return ""
+    df = pd.DataFrame(rows)
+    parts = [table(df)]
+    for png in sorted((run_dir / "pretraining").glob("*.png")):
+        parts.append(_png(png, f"{png.stem.replace('_', ' ')}: train (solid) and validation (dashed) loss — "
+                               f"diverging curves are overfitting, seed 003's main observation."))
+    return section("Which initialisation helps? (seed 003)", parts,
+                   reading="Random vs ImageNet (efficientnet-lite0 weights) vs in-domain supervised vs Barlow Twins, "
+                           "fine-tuned on this cohort. Synthetic images are not real ones: read the ranking, "
+                           "not the absolute AUCs.", anchor="pretraining")
+
+
+def render_report(run_dir: str | Path, res: dict, cfg: Any = None) -> str:
+    run_dir = Path(run_dir)
+    sections = [_headline(res), _cohort(run_dir, res), _performance(run_dir, res), _subgroups(run_dir, res),
+                _features(run_dir, res), _probes(run_dir, res), _propagation(run_dir, res), _fairness(run_dir, res),
+                _fair_distill(run_dir, res), _pretraining(run_dir, res)]
+    secs = res.get("stage_seconds") or {}
+    timing = paragraph("Stage times (s): " + ", ".join(f"{k} {v}" for k, v in secs.items() if v is not None),
+                       cls="muted")
+    return page(f"cxrdistill study: {res.get('name', '')}", [s for s in sections if s] + [timing],
+                subtitle="Distilling a black-box chest X-ray foundation model, and auditing both for bias.")
+
+
+def write_report(run_dir: str | Path, res: dict, cfg: Any = None) -> Path:
+    out = Path(run_dir) / "report.html"
+    html = render_report(run_dir, res, cfg)
+    with atomic_open(out, "w", encoding="utf-8") as fh:
+        fh.write(html)
+    return out

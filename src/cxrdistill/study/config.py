@@ -1,0 +1,171 @@
+"""The study configuration (one YAML file, validated by pydantic; misspelled keys are errors)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from cxrdistill.errors import InputError
+
+
+class _M(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _validate_section(model, data: dict, prefix: str) -> None:
+    """Validate a section with another area's config model, reporting the full dotted key on error."""
+    try:
+        model.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = ".".join([prefix, *(str(x) for x in err["loc"])])
+        raise ValueError(f"{loc}: {err['msg']}") from None
+
+
+class SynthCfg(_M):
+    n: int = Field(2400, ge=50)
+    scenario: str = "mixed"
+    seed: int = 0
+    workers: int = 2
+
+
+class CohortCfg(_M):
+    source: Literal["synth", "chexpert", "mimic", "nih", "padchest", "table"] = "synth"
+    synth: SynthCfg = SynthCfg()
+    reader_args: dict[str, Any] = Field(default_factory=dict,
+                                        description="options of `cohort import SOURCE` (csv, demographics, …)")
+    table: str | None = Field(None, description="an existing cohort parquet (source: table)")
+    images_root: str | None = None
+    frontal_only: bool = True
+    max_images: int | None = None
+
+
+class SplitCfg(_M):
+    fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)
+    stratify: list[str] = Field(default_factory=lambda: ["sex"])
+    seed: int = 0
+    from_file: str | None = None
+    keep_existing: bool = False
+
+
+def _pretrain_cfg():
+    from cxrdistill.teachers.pretrain import PretrainConfig
+
+    return PretrainConfig
+
+
+class TeacherCfg(_M):
+    """Where the black-box teacher comes from. ``pretrain``: train the default "foundation model" on a separate
+    synthetic pretraining cohort and (``serve``) query it over HTTP on loopback, exactly as a remote API."""
+
+    kind: Literal["pretrain", "api", "files", "local"] = "pretrain"
+    pretrain: dict[str, Any] = Field(default_factory=dict, description="options of `cxrdistill teacher pretrain`")
+    serve: bool = Field(True, description="serve the local/pretrained teacher on loopback and query it over HTTP")
+    url: str | None = None
+    token_env: str | None = None
+    local: str | None = Field(None, description="torch:CHECKPOINT or timm:NAME[:WEIGHTS]")
+    files: str | None = Field(None, description="an embedding store, or a directory of CXR Foundation files")
+    files_format: str = "cxr-foundation-npz"
+    pool: str = "mean"
+    concurrency: int = 2
+    batch_size: int = 32
+
+    @model_validator(mode="after")
+    def _check(self):
+        _validate_section(_pretrain_cfg(), self.pretrain, "teacher.pretrain")
+        if self.kind == "api" and not self.url:
+            raise ValueError("teacher.url is required when teacher.kind is api")
+        if self.kind == "local" and not self.local:
+            raise ValueError("teacher.local is required when teacher.kind is local")
+        if self.kind == "files" and not self.files:
+            raise ValueError("teacher.files is required when teacher.kind is files")
+        return self
+
+
+class StageSwitch(_M):
+    enabled: bool = True
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class AuditCfg(_M):
+    target_fpr: float = 0.2
+    n_boot: int = 500
+    alpha: float = 0.05
+    correction: Literal["by", "bh", "bonferroni", "none"] = "by"
+    pca_variance: float = 0.95
+    modes: int | None = 4
+    probe_folds: int = 3
+    probe_repeats: int = 2
+    tsne: bool = True
+
+
+class FairnessCfg(_M):
+    enabled: bool = True
+    attribute: str | None = Field(None, description="default: the synthetic scenario's attribute, else the first")
+    options: dict[str, Any] = Field(default_factory=dict, description="`cxrdistill fair` settings (methods, seeds…)")
+
+
+class StudyConfig(_M):
+    name: str = "study"
+    seed: int = 0
+    size: int = Field(64, ge=16, description="image side in pixels for every model of the study")
+    tasks: list[str] = Field(default_factory=lambda: ["pleural_effusion", "cardiomegaly", "pneumothorax", "edema",
+                                                      "consolidation", "support_devices"])
+    label_policy: str = "u-ones"
+    attributes: list[str] = Field(default_factory=lambda: ["sex", "race"])
+    cohort: CohortCfg = CohortCfg()
+    split: SplitCfg = SplitCfg()
+    teacher: TeacherCfg = TeacherCfg()
+    distill: dict[str, Any] = Field(default_factory=dict, description="`cxrdistill distill` config (distill.yaml)")
+    probe: dict[str, Any] = Field(default_factory=dict, description="`cxrdistill probe` config (probe.yaml)")
+    finetune: StageSwitch = StageSwitch()
+    audit: AuditCfg = AuditCfg()
+    fairness: FairnessCfg = FairnessCfg()
+    fair_distill: StageSwitch = StageSwitch()
+    pretraining: StageSwitch = StageSwitch()
+
+    @model_validator(mode="after")
+    def _check(self):
+        if not self.tasks:
+            raise ValueError("tasks: give at least one finding")
+        if abs(sum(self.split.fractions) - 1) > 1e-6:
+            raise ValueError("split.fractions must sum to 1")
+        from cxrdistill.training.run_config import DistillConfig, ProbeConfig
+
+        _validate_section(DistillConfig, self.distill, "distill")
+        _validate_section(ProbeConfig, self.probe, "probe")
+        if self.cohort.source not in ("synth", "table") and not self.cohort.reader_args:
+            raise ValueError(f"cohort.reader_args: give the {self.cohort.source} files (e.g. csv: …)")
+        return self
+
+
+def load_config(path: str | Path | None, overrides: dict | None = None) -> StudyConfig:
+    """Read and validate a study YAML; errors name the file and the offending key."""
+    import yaml
+
+    data: dict = {}
+    if path is not None:
+        p = Path(path)
+        if not p.exists():
+            raise InputError("config file not found", path=p)
+        try:
+            data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as e:
+            raise InputError(f"not valid YAML ({str(e).splitlines()[0]})", path=p) from None
+        if not isinstance(data, dict):
+            raise InputError("the top level must be a mapping of keys", path=p)
+    for k, v in (overrides or {}).items():
+        cur = data
+        parts = k.split(".")
+        for part in parts[:-1]:
+            cur = cur.setdefault(part, {})
+        cur[parts[-1]] = v
+    try:
+        return StudyConfig.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
+        msg = err["msg"].removeprefix("Value error, ")
+        raise InputError(f"invalid config at {loc!r}: {msg}", path=path,
+                         hint="see README, 'Study configuration'") from None

@@ -1,0 +1,409 @@
+"""The stages of a study, in order. Each reads earlier stages' files from the run directory and returns a small
+JSON summary (kept in ``stages/<name>.json`` with its cache key); the report and ``results.json`` are built from
+those summaries and files."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from cxrdistill.errors import CxrError
+from cxrdistill.study.engine import Stage, StudyContext
+
+
+def _cfg(ctx: StudyContext):
+    return ctx.cfg
+
+
+def _dump(m) -> Any:
+    return json.loads(m.model_dump_json()) if hasattr(m, "model_dump_json") else m
+
+
+# ------------------------------------------------------------------------------------------------ cohort & split
+def stage_cohort(ctx: StudyContext) -> dict:
+    """Synthesise (or read) the cohort and write ``cohort_raw.parquet``."""
+    from cxrdistill.cohorts.importer import cohort_summary, import_cohort
+    from cxrdistill.cohorts.validate import load_cohort, save_cohort
+
+    c = ctx.cfg.cohort
+    out = ctx.path("cohort_raw.parquet")
+    planted = None
+    if c.source == "synth":
+        import shutil
+
+        from cxrdistill.synth.generate import generate
+
+        data = ctx.out / "data"
+        if data.exists():
+            shutil.rmtree(data)
+        generate(data, n=c.synth.n, size=max(ctx.cfg.size, 64), seed=c.synth.seed, scenario=c.synth.scenario,
+                 workers=c.synth.workers, preview=ctx.path("figures", "synth_preview.png"))
+        df, _ = import_cohort("chexpert", None, images_root=data, csv=str(data / "train.csv"), sample=16)
+        images_root = data
+        scen = data / "scenario.json"
+        planted = json.loads(scen.read_text()) if scen.exists() else None
+    elif c.source == "table":
+        if not c.table:
+            raise CxrError("cohort.table: give the cohort parquet (source: table)")
+        df = load_cohort(c.table)
+        images_root = Path(c.images_root or df.attrs.get("images_root", "."))
+    else:
+        df, _ = import_cohort(c.source, None, images_root=c.images_root, **c.reader_args)
+        images_root = Path(c.images_root or df.attrs.get("images_root", "."))
+    if c.frontal_only and "frontal" in df.columns:
+        df = df[df["frontal"].fillna(False).astype(bool)].reset_index(drop=True)
+    if c.max_images and len(df) > c.max_images:
+        df = df.sample(n=c.max_images, random_state=ctx.cfg.seed).sort_values("image_id").reset_index(drop=True)
+    df.attrs["images_root"] = str(Path(images_root).resolve())
+    save_cohort(df, out)
+    return {"images_root": str(Path(images_root).resolve()), "summary": cohort_summary(df), "planted": planted}
+
+
+def stage_split(ctx: StudyContext) -> dict:
+    from cxrdistill.cohorts.splits import assign_splits, check_no_leakage, split_from_file
+    from cxrdistill.cohorts.validate import load_cohort, save_cohort
+
+    s = ctx.cfg.split
+    df = load_cohort(ctx.out / "cohort_raw.parquet")
+    if s.from_file:
+        df, _ = split_from_file(df, s.from_file)
+    elif not (s.keep_existing and "split" in df.columns and df["split"].notna().all()):
+        strat = [c for c in [*s.stratify, *ctx.cfg.tasks[:3]] if c in df.columns]
+        df = assign_splits(df, s.fractions, stratify=strat, seed=s.seed)
+    check_no_leakage(df, "study cohort")
+    df.attrs["images_root"] = ctx.results["cohort"]["images_root"]
+    save_cohort(df, ctx.path("cohort.parquet"))
+    return {"splits": {k: int(v) for k, v in df["split"].value_counts().items()},
+            "patients": int(df["patient_id"].nunique())}
+
+
+# ------------------------------------------------------------------------------------------------ teacher
+def _pretrain_config(ctx: StudyContext):
+    from cxrdistill.teachers.pretrain import PretrainConfig
+
+    base = {"size": ctx.cfg.size}
+    return PretrainConfig.model_validate({**base, **ctx.cfg.teacher.pretrain})
+
+
+def stage_teacher(ctx: StudyContext) -> dict:
+    """The black-box teacher: pretrained here (default) or named by the config."""
+    t = ctx.cfg.teacher
+    if t.kind == "pretrain":
+        from cxrdistill.teachers.pretrain import pretrain_teacher
+
+        ckpt = ctx.path("teacher", "teacher.safetensors")
+        summary = pretrain_teacher(ckpt, _pretrain_config(ctx), run_dir=ctx.out / "teacher" / "run", progress=False,
+                                   log=ctx.log)
+        return {"spec": f"torch:{ckpt}", "summary": _jsonable(summary)}
+    if t.kind == "local":
+        return {"spec": t.local}
+    if t.kind == "api":
+        return {"spec": t.url}
+    return {"spec": None, "files": t.files}
+
+
+def _jsonable(obj):
+    from cxrdistill.io import clean_json
+
+    return json.loads(json.dumps(clean_json(obj), default=str))
+
+
+def stage_embed(ctx: StudyContext) -> dict:
+    """Query the teacher once for every image of the cohort into ``embeddings/teacher`` (HTTP on loopback for a
+    local teacher when ``teacher.serve``: the study uses the teacher exactly as a black-box API)."""
+    import shutil
+
+    from cxrdistill.teachers.client import embed_cohort
+    from cxrdistill.teachers.store import EmbeddingStore
+
+    t = ctx.cfg.teacher
+    store = ctx.out / "embeddings" / "teacher"
+    cohort = ctx.out / "cohort.parquet"
+    root = ctx.results["cohort"]["images_root"]
+    if store.exists():
+        shutil.rmtree(store)  # the cache key changed: the teacher or the cohort is new
+    if t.kind == "files":
+        from cxrdistill.teachers.importers import import_embeddings
+
+        src = Path(t.files)
+        if (src / "manifest.json").exists():
+            shutil.copytree(src, store)
+        else:
+            import_embeddings(t.files_format, src, store, cohort=cohort, pool=t.pool)
+        return {"store": str(store), "via": "files", "n": len(EmbeddingStore.open(store))}
+    spec = ctx.results["teacher"]["spec"]
+    token = None
+    if t.token_env:
+        from cxrdistill.teachers.local import token_from_env
+
+        token = token_from_env(t.token_env)
+    if spec.startswith("http"):
+        res = embed_cohort(spec, cohort, root, store, concurrency=t.concurrency, batch_size=t.batch_size,
+                           size=ctx.cfg.size, token=token, progress=False)
+        via = "http"
+    elif t.serve:
+        from cxrdistill.teachers.local import resolve_teacher
+        from cxrdistill.teachers.server import BackgroundServer, create_app
+
+        teacher = resolve_teacher(spec, image_size=ctx.cfg.size)
+        with BackgroundServer(create_app(teacher)) as srv:
+            ctx.log(f"[embed] teacher served at {srv.url} (loopback); querying it over HTTP")
+            res = embed_cohort(srv.url, cohort, root, store, concurrency=t.concurrency, batch_size=t.batch_size,
+                               size=ctx.cfg.size, progress=False)
+        via = "http (loopback)"
+    else:
+        res = embed_cohort(spec, cohort, root, store, batch_size=t.batch_size, size=ctx.cfg.size, progress=False)
+        via = "in-process"
+    return {"store": str(store), "via": via, "result": _jsonable(getattr(res, "__dict__", {}))}
+
+
+# ------------------------------------------------------------------------------------------------ student
+def _distill_cfg(ctx: StudyContext):
+    from cxrdistill.training.run_config import DistillConfig
+
+    base = {"size": ctx.cfg.size, "tasks": ctx.cfg.tasks, "label_policy": ctx.cfg.label_policy}
+    return DistillConfig.model_validate({**base, **ctx.cfg.distill})
+
+
+def _probe_cfg(ctx: StudyContext):
+    from cxrdistill.training.run_config import ProbeConfig
+
+    base = {"tasks": ctx.cfg.tasks, "label_policy": ctx.cfg.label_policy,
+            "eval": {"splits": ["test"], "n_boot": ctx.cfg.audit.n_boot, "target_fpr": ctx.cfg.audit.target_fpr}}
+    return ProbeConfig.model_validate(_merge(base, ctx.cfg.probe))
+
+
+def _merge(a: dict, b: dict) -> dict:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def stage_distill(ctx: StudyContext) -> dict:
+    from cxrdistill.training.runs import run_distill
+
+    out = ctx.out / "student"
+    return _jsonable(run_distill(_distill_cfg(ctx), ctx.out / "cohort.parquet", ctx.results["cohort"]["images_root"],
+                                 ctx.results["embed"]["store"], out, cache_dir=ctx.out / "cache", fresh=True,
+                                 quiet=True))
+
+
+def stage_student_embed(ctx: StudyContext) -> dict:
+    """The student's embeddings of every image (in-process: the student is ours)."""
+    import shutil
+
+    from cxrdistill.teachers.client import embed_cohort
+
+    store = ctx.out / "embeddings" / "student"
+    if store.exists():
+        shutil.rmtree(store)
+    embed_cohort(f"torch:{ctx.out / 'student' / 'student.safetensors'}", ctx.out / "cohort.parquet",
+                 ctx.results["cohort"]["images_root"], store, batch_size=128, size=ctx.cfg.size, progress=False)
+    return {"store": str(store)}
+
+
+def _probe(ctx: StudyContext, who: str) -> dict:
+    from cxrdistill.training.runs import run_probe
+
+    out = ctx.out / "probe" / who
+    store = ctx.results["embed"]["store"] if who == "teacher" else ctx.results["student_embed"]["store"]
+    return _jsonable(run_probe(_probe_cfg(ctx), ctx.out / "cohort.parquet", out, embeddings=store, fresh=True,
+                               quiet=True))
+
+
+def stage_probe_teacher(ctx: StudyContext) -> dict:
+    return _probe(ctx, "teacher")
+
+
+def stage_probe_student(ctx: StudyContext) -> dict:
+    return _probe(ctx, "student")
+
+
+def stage_speed(ctx: StudyContext) -> dict:
+    """Parameters and inference throughput of teacher and student at the same resolution, in one process."""
+    from cxrdistill.models.network import count_params, load_model
+    from cxrdistill.models.speed import inference_throughput
+
+    out = {}
+    spec = ctx.results["teacher"].get("spec") or ""
+    paths = {"student": ctx.out / "student" / "student.safetensors"}
+    if spec.startswith("torch:"):
+        paths["teacher"] = Path(spec.removeprefix("torch:"))
+    for who, p in paths.items():
+        m, _ = load_model(p)
+        out[who] = {"params": count_params(m),
+                    "throughput_img_s": inference_throughput(m, ctx.cfg.size, batch_size=64, threads=2,
+                                                             min_time=2.0)}
+    if "teacher" in out:
+        out["speedup"] = out["student"]["throughput_img_s"] / out["teacher"]["throughput_img_s"]
+    return out
+
+
+def stage_finetune(ctx: StudyContext) -> dict:
+    from cxrdistill.training.run_config import FinetuneConfig
+    from cxrdistill.training.runs import run_finetune
+
+    base = {"init": str(ctx.out / "student" / "student.safetensors"), "size": ctx.cfg.size, "tasks": ctx.cfg.tasks,
+            "label_policy": ctx.cfg.label_policy, "augment": None,
+            "eval": {"splits": ["test"], "n_boot": ctx.cfg.audit.n_boot}, "train": {"epochs": 3, "lr": 1e-3}}
+    cfg = FinetuneConfig.model_validate(_merge(base, ctx.cfg.finetune.options))
+    return _jsonable(run_finetune(cfg, ctx.out / "cohort.parquet", ctx.results["cohort"]["images_root"],
+                                  ctx.out / "finetune", cache_dir=ctx.out / "cache", fresh=True, quiet=True))
+
+
+# ------------------------------------------------------------------------------------------------ audits
+def predictions_path(ctx: StudyContext, who: str) -> Path:
+    """The test-split predictions table written by the probe / fine-tune stage of ``who``."""
+    stage = {"teacher": "probe_teacher", "student": "probe_student", "student_finetuned": "finetune"}[who]
+    try:
+        return Path(ctx.results[stage]["splits"]["test"]["predictions"])
+    except KeyError:
+        raise CxrError(f"no test predictions from stage {stage!r}; does the cohort have a test split?") from None
+
+
+def _audit_one(ctx: StudyContext, who: str, store: str | None) -> dict:
+    from cxrdistill.evaluation.audit import run_audit
+    from cxrdistill.evaluation.audit_html import write_audit
+    from cxrdistill.evaluation.predictions import read_predictions
+
+    a = ctx.cfg.audit
+    out = ctx.out / "audit" / who
+    preds = read_predictions(predictions_path(ctx, who))
+    attrs = [x for x in ctx.cfg.attributes if x in preds.columns]
+    labels = "both" if any(c.startswith("ytrue_") for c in preds.columns) else "observed"
+    res = run_audit(preds, attrs, tasks=ctx.cfg.tasks, target_fpr=a.target_fpr, n_boot=a.n_boot, alpha=a.alpha,
+                    correction=a.correction, seed=ctx.cfg.seed, labels=labels,
+                    path=predictions_path(ctx, who))
+    write_audit(res, out, title=f"Performance audit — {who}")
+    summary = {"dir": str(out)}
+    if store:
+        from cxrdistill.evaluation.embedding_input import open_embeddings
+        from cxrdistill.evaluation.features import audit_embeddings
+        from cxrdistill.evaluation.probes import probe_attributes
+        from cxrdistill.report.feature_report import write_feature_audit, write_probes
+
+        import pandas as pd
+
+        cohort = pd.read_parquet(ctx.out / "cohort.parquet")
+        test = cohort[cohort["split"] == "test"].reset_index(drop=True)
+        src = open_embeddings(store)
+        X = src.get(test["image_id"].tolist()).astype("float32")
+        X = X.reshape(len(X), -1, X.shape[-1]).mean(1) if X.ndim > 2 else X
+        meta = test[["image_id", *[c for c in ("sex", "race", "age", "patient_id") if c in test.columns]]]
+        fa = audit_embeddings(X, meta, attributes=attrs, variance=a.pca_variance, modes=a.modes,
+                              correction=a.correction, seed=ctx.cfg.seed, tsne=a.tsne)
+        write_feature_audit(fa, out, inputs={"embeddings": str(store), "split": "test"}, seed=ctx.cfg.seed)
+        pr = probe_attributes(X, meta, attrs + (["age"] if "age" in meta.columns else []), folds=a.probe_folds,
+                              seed=ctx.cfg.seed, groups=meta.get("patient_id"), repeats=a.probe_repeats)
+        write_probes(pr, out, inputs={"embeddings": str(store), "split": "test"})
+        fj = json.loads((out / "features_audit.json").read_text())
+        summary.update({"n_tests": fj.get("n_tests"), "n_significant": fj.get("n_significant"),
+                        "bias_score": (fj.get("bias_score") or {}).get("value"),
+                        "bias_score_by_attribute": (fj.get("bias_score") or {}).get("by_attribute"),
+                        "probes": _jsonable(pr)})
+    return summary
+
+
+def stage_audit(ctx: StudyContext) -> dict:
+    out = {"teacher": _audit_one(ctx, "teacher", ctx.results["embed"]["store"]),
+           "student": _audit_one(ctx, "student", ctx.results["student_embed"]["store"])}
+    if "finetune" in ctx.results:
+        out["student_finetuned"] = _audit_one(ctx, "student_finetuned", None)
+    return _jsonable(out)
+
+
+def stage_compare(ctx: StudyContext) -> dict:
+    from cxrdistill.evaluation.compare import compare_dirs
+    from cxrdistill.report.feature_report import write_compare
+
+    names = ["teacher", "student"] + (["student_finetuned"] if "finetune" in ctx.results else [])
+    res = compare_dirs([ctx.out / "audit" / n for n in names], names, alpha=ctx.cfg.audit.alpha,
+                       correction=ctx.cfg.audit.correction)
+    write_compare(res, ctx.out / "audit" / "compare")
+    doc = json.loads((ctx.out / "audit" / "compare" / "compare.json").read_text())
+    return _jsonable({"dir": str(ctx.out / "audit" / "compare"), "summary": doc.get("summary")})
+
+
+# ------------------------------------------------------------------------------------------------ fairness
+def fairness_attribute(ctx: StudyContext) -> str:
+    f = ctx.cfg.fairness
+    if f.attribute:
+        return f.attribute
+    planted = (ctx.results.get("cohort") or {}).get("planted") or {}
+    attr = (planted.get("scenario") or planted).get("attribute") if isinstance(planted, dict) else None
+    return attr or ctx.cfg.attributes[0]
+
+
+def stage_fairness(ctx: StudyContext) -> dict:
+    """Fair training methods on the teacher's frozen embeddings (the fast path): ERM, resampling, GroupDRO, FIS,
+    FairDi … — what a user could do with the API embeddings alone."""
+    import pandas as pd
+
+    from cxrdistill.fairness.data import from_embeddings
+    from cxrdistill.fairness.run import FairRunConfig, run_fair
+
+    cfg = FairRunConfig.model_validate(_merge({"methods": ["erm", "resample", "groupdro", "fis", "fairdi"],
+                                               "seeds": [0, 1, 2], "train": {"epochs": 15}},
+                                              ctx.cfg.fairness.options))
+    attr = fairness_attribute(ctx)
+    df = pd.read_parquet(ctx.out / "cohort.parquet")
+    data = from_embeddings(df, ctx.results["embed"]["store"], ctx.cfg.tasks, attr,
+                           label_policy=ctx.cfg.label_policy)
+    res = run_fair(data, cfg, ctx.out / "fairness", log=ctx.log)
+    return _jsonable({"attribute": attr, "json": res["json"]})
+
+
+def stage_fair_distill(ctx: StudyContext) -> dict:
+    """Can the student be fairer than its teacher? Fairness-aware distillation objectives from the same teacher."""
+    from cxrdistill.fairkd.experiment import run_in_study
+
+    return _jsonable(run_in_study(ctx, attribute=fairness_attribute(ctx), **ctx.cfg.fair_distill.options))
+
+
+def stage_pretraining(ctx: StudyContext) -> dict:
+    """Seed 003's question on this cohort: random vs ImageNet vs in-domain supervised vs Barlow Twins."""
+    import pandas as pd
+
+    from cxrdistill.images.cache import ImageCache
+    from cxrdistill.pretraining.grid import run_grid
+
+    df = pd.read_parquet(ctx.out / "cohort.parquet")
+    cache_dir = ctx.out / "cache" / f"grid_{ctx.cfg.size}"
+    if (cache_dir / "meta.json").exists():
+        cache = ImageCache.open(cache_dir)
+    else:
+        cache = ImageCache.build(df, ctx.results["cohort"]["images_root"], ctx.cfg.size, cache_dir, progress=False)
+    opts = _merge({"label_policies": [ctx.cfg.label_policy], "tasks": ctx.cfg.tasks}, ctx.cfg.pretraining.options)
+    table = run_grid(opts, df, cache, ctx.out / "pretraining", log=ctx.log, fresh=True)
+    return {"table": _jsonable(table.to_dict(orient="records"))}
+
+
+STAGES: list[Stage] = [
+    Stage("cohort", stage_cohort, (), lambda c: [_dump(c.cfg.cohort), c.cfg.size, c.cfg.seed],
+          description="synthesise / read the cohort"),
+    Stage("split", stage_split, ("cohort",), lambda c: [_dump(c.cfg.split), c.cfg.tasks[:3]]),
+    Stage("teacher", stage_teacher, (), lambda c: [_dump(c.cfg.teacher), c.cfg.size],
+          description="the black-box teacher"),
+    Stage("embed", stage_embed, ("split", "teacher"), lambda c: [c.cfg.size, c.cfg.teacher.serve],
+          description="query the teacher once per image"),
+    Stage("distill", stage_distill, ("embed",), lambda c: _dump(_distill_cfg(c)),
+          description="distil the teacher into the student"),
+    Stage("student_embed", stage_student_embed, ("distill",), lambda c: c.cfg.size),
+    Stage("probe_teacher", stage_probe_teacher, ("embed",), lambda c: _dump(_probe_cfg(c))),
+    Stage("probe_student", stage_probe_student, ("student_embed",), lambda c: _dump(_probe_cfg(c))),
+    Stage("speed", stage_speed, ("distill", "teacher"), lambda c: c.cfg.size),
+    Stage("finetune", stage_finetune, ("distill",), lambda c: [_dump(c.cfg.finetune), c.cfg.tasks,
+                                                               c.cfg.label_policy],
+          enabled=lambda c: c.cfg.finetune.enabled),
+    Stage("audit", stage_audit, ("probe_teacher", "probe_student", "finetune"),
+          lambda c: [_dump(c.cfg.audit), c.cfg.attributes, c.cfg.tasks]),
+    Stage("compare", stage_compare, ("audit",), lambda c: _dump(c.cfg.audit)),
+    Stage("fairness", stage_fairness, ("embed",),
+          lambda c: [_dump(c.cfg.fairness), c.cfg.tasks, c.cfg.label_policy],
+          enabled=lambda c: c.cfg.fairness.enabled),
+    Stage("fair_distill", stage_fair_distill, ("embed",), lambda c: [_dump(c.cfg.fair_distill), c.cfg.tasks],
+          enabled=lambda c: c.cfg.fair_distill.enabled),
+    Stage("pretraining", stage_pretraining, ("split",), lambda c: [_dump(c.cfg.pretraining), c.cfg.tasks],
+          enabled=lambda c: c.cfg.pretraining.enabled),
+]

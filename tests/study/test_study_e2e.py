@@ -1,0 +1,99 @@
+"""A whole (tiny) study from one YAML: every stage runs, results.json has the headline keys, a re-run is cached,
+a failing stage is named and earlier stages survive, and the report opens cleanly in headless Chromium."""
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from cxrdistill.cli import main
+from cxrdistill.errors import CxrError
+
+TINY = """
+name: tiny-<script>alert(1)</script>
+size: 32
+tasks: [pleural_effusion, cardiomegaly, support_devices]
+attributes: [sex, race]
+cohort: {source: synth, synth: {n: 200, scenario: mixed, seed: 0, workers: 1}}
+teacher: {pretrain: {n: 160, epochs: 1, backbone: resnet10t, workers: 1}}
+distill: {student: {name: mobilenetv3_small_050}, train: {epochs: 1}}
+probe: {train: {epochs: 3}}
+finetune: {enabled: true, options: {train: {epochs: 1}}}
+audit: {n_boot: 30, tsne: false, probe_repeats: 1, probe_folds: 2}
+fairness: {options: {methods: [erm, groupdro], seeds: [0], train: {epochs: 2}}}
+fair_distill: {enabled: false}
+pretraining: {enabled: false}
+"""
+
+
+@pytest.fixture(scope="module")
+def study_run(tmp_path_factory):
+    d = tmp_path_factory.mktemp("study")
+    cfg = d / "tiny.yaml"
+    cfg.write_text(TINY)
+    out = d / "run"
+    t0 = time.perf_counter()
+    try:
+        main(["study", str(cfg), "--out", str(out)])
+    except SystemExit as e:
+        assert e.code in (0, None)
+    return cfg, out, time.perf_counter() - t0
+
+
+def test_results_json_has_the_headline_keys(study_run):
+    _, out, _ = study_run
+    res = json.loads((out / "results.json").read_text())
+    for who in ("teacher", "student"):
+        assert res[who]["params"] > 0
+        assert res[who]["throughput_img_s"] > 0
+        assert set(res[who]["auc"]) == {"pleural_effusion", "cardiomegaly", "support_devices"}
+    assert res["teacher"]["params"] > res["student"]["params"]
+    assert res["retention"] == pytest.approx(res["student"]["mean_auc"] / res["teacher"]["mean_auc"])
+    assert res["speedup"] == pytest.approx(res["student"]["throughput_img_s"] / res["teacher"]["throughput_img_s"])
+    assert {"erm", "groupdro"} <= set(res["fairness"])
+    for m in res["fairness"].values():
+        assert {"auc", "worst_group_auc", "auc_gap"} <= set(m)
+    assert res["propagation"] is not None
+    assert (out / "config.yaml").exists() and (out / "log.txt").exists()
+
+
+def test_rerun_is_cached_and_fast(study_run):
+    cfg, out, first = study_run
+    t0 = time.perf_counter()
+    main(["study", str(cfg), "--out", str(out)])
+    again = time.perf_counter() - t0
+    log = (out / "log.txt").read_text().splitlines()
+    last = log[-20:]
+    assert any("[distill] cached" in line for line in last)
+    assert not any("[distill] running" in line for line in last)
+    assert again < first / 3
+
+
+def test_failing_stage_is_named_and_earlier_stages_survive(study_run, tmp_path):
+    cfg, out, _ = study_run
+    before = (out / "stages" / "distill.json").read_text()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(cfg.read_text().replace("probe: {train: {epochs: 3}}",
+                                           "probe: {train: {epochs: 3}, tasks: [no_such_finding]}"))
+    with pytest.raises(CxrError, match="stage 'probe_teacher' failed"):
+        from cxrdistill.study.run import run_study
+
+        run_study(bad, out, log=lambda s: None)
+    assert (out / "stages" / "distill.json").read_text() == before
+    assert (out / "student" / "student.safetensors").exists()
+
+
+def test_report_opens_in_headless_chromium(study_run, tmp_path):
+    from cxrdistill.report.browser import check_page
+
+    _, out, _ = study_run
+    html = (out / "report.html").read_text()
+    assert "<script>alert(1)</script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    for heading in ("Teacher and student at a glance", "The cohort", "Subgroup performance", "Feature space",
+                    "Attribute probes", "inherit", "Fair training"):
+        assert heading in html, heading
+    shot = tmp_path / "report.png"
+    r = check_page(out / "report.html", shot)
+    assert r["console_errors"] == [] and r["page_errors"] == []
+    assert r["images"] >= 5 and r["broken_images"] == []
+    assert shot.stat().st_size > 10_000
