@@ -1,0 +1,225 @@
+"""``cxrdistill pretrain`` (in-domain pretraining: supervised view/sex/age or Barlow Twins), ``pretrain-finetune``
+(pathology fine-tuning from any init, any label policy, optional auxiliary heads) and ``pretrain-grid`` (the
+init × label policy × aux × seed study with one table)."""
+from __future__ import annotations
+
+from typing import List, Optional
+
+import typer
+
+
+def _csv(values: Optional[List[str]]) -> Optional[List[str]]:
+    """Repeatable options that also accept comma-separated lists (``--inits random,imagenet``)."""
+    if not values:
+        return None
+    out = [v.strip() for item in values for v in item.split(",") if v.strip()]
+    return out or None
+
+
+def _config(model, path: Optional[str], options: dict, sets: Optional[List[str]]):
+    """``path`` (YAML) ← options (dotted keys; None skipped) ← ``--set key=value``, validated by ``model``."""
+    from cxrdistill.pretraining.config import coerce_config
+    from cxrdistill.training.run_config import parse_set, read_yaml, set_dotted
+
+    data = read_yaml(path) if path else {}
+    for k, v in options.items():
+        if v is not None:
+            set_dotted(data, k, v)
+    for item in sets or []:
+        set_dotted(data, *parse_set(item))
+    return coerce_config(model, data, path)
+
+
+def _load_cohort_and_images(cohort: str, images_root: Optional[str], size: int, cache_dir: Optional[str],
+                            workers: int, quiet: bool):
+    from cxrdistill.errors import InputError
+    from cxrdistill.training import inputs as I
+
+    if images_root is None:
+        raise InputError("the images are needed", hint="pass --images-root DIR (the root of the cohort's paths)")
+    df = I.load_cohort(cohort)
+    cache = I.image_cache(df, images_root, size, cache_dir, "resize", workers=workers, progress=not quiet)
+    return df, cache
+
+
+def _logger(quiet: bool):
+    import sys
+    import time
+
+    return (lambda s: None) if quiet else (lambda s: print(f"{time.strftime('%H:%M:%S')} {s}", file=sys.stderr,
+                                                           flush=True))
+
+
+def pretrain_cmd(
+    method: str = typer.Option("supervised", "--method", help="supervised (view/sex/age) | barlow (Barlow Twins)"),
+    cohort: str = typer.Option(..., "--cohort", help="pretraining cohort table (its train split; val for "
+                                                       "validation; every row when it has no split column)"),
+    images_root: Optional[str] = typer.Option(None, "--images-root", help="directory the cohort's paths are "
+                                                                         "relative to"),
+    out: str = typer.Option(..., "--out", help="output checkpoint (.safetensors); the run directory is OUT.run/"),
+    backbone: Optional[str] = typer.Option(None, "--backbone", help="timm model name (default efficientnet_lite0)"),
+    size: int = typer.Option(64, "--size", min=8, help="image side in pixels"),
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=1),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=2),
+    lr: Optional[float] = typer.Option(None, "--lr"),
+    weight_decay: Optional[float] = typer.Option(None, "--weight-decay"),
+    init: Optional[str] = typer.Option(None, "--init", help="random | imagenet | imagenet:FILE | checkpoint:PATH"),
+    augment: Optional[str] = typer.Option(None, "--augment", help="augmentation name (light, ssl, barlow, none)"),
+    multi_instance: Optional[str] = typer.Option(None, "--multi-instance",
+                                                 help="barlow: none | patient | study (pair two images of one "
+                                                      "patient / study)"),
+    lambd: Optional[float] = typer.Option(None, "--lambda", help="barlow: off-diagonal weight (default 0.0051)"),
+    projector: Optional[str] = typer.Option(None, "--projector", help="barlow: projector sizes, e.g. 2048,2048,2048"),
+    meta_tasks: Optional[List[str]] = typer.Option(None, "--meta-task",
+                                                   help="supervised: frontal, ap_pa, sex, age (repeatable)"),
+    seed: Optional[int] = typer.Option(None, "--seed"),
+    config: Optional[str] = typer.Option(None, "--config", help="YAML with the PretrainConfig keys"),
+    set_: Optional[List[str]] = typer.Option(None, "--set", help="key=value override, e.g. train.lr=3e-4"),
+    run_dir: Optional[str] = typer.Option(None, "--run-dir", help="trainer directory (default OUT.run/)"),
+    cache_dir: Optional[str] = typer.Option(None, "--cache-dir", help="image cache root"),
+    workers: int = typer.Option(2, "--workers", min=1, help="image decoding processes for the cache"),
+    fresh: bool = typer.Option(False, "--fresh", help="start over instead of resuming / reusing"),
+    quiet: bool = typer.Option(False, "--quiet"),
+) -> None:
+    """Pretrain a backbone on a chest X-ray cohort; the checkpoint starts any fine-tune or student."""
+    import json
+
+    from cxrdistill.pretraining.config import PretrainConfig
+    from cxrdistill.pretraining.pretrain import pretrain
+
+    proj = [int(x) for x in projector.split(",") if x.strip()] if projector else None
+    cfg = _config(PretrainConfig, config, {
+        "method": method, "backbone": backbone, "init": init, "augment": augment, "multi_instance": multi_instance,
+        "lambd": lambd, "projector": proj, "meta_tasks": _csv(meta_tasks), "train.epochs": epochs,
+        "train.batch_size": batch_size, "train.lr": lr, "train.weight_decay": weight_decay, "train.seed": seed,
+        "train.progress": not quiet}, set_)
+    from cxrdistill.pretraining.methods import PRETRAINERS
+
+    PRETRAINERS.get(cfg.method)  # an unknown method fails before any image is read
+    df, cache = _load_cohort_and_images(cohort, images_root, size, cache_dir, workers, quiet)
+    res = pretrain(cfg, df, cache, out, run_dir=run_dir, fresh=fresh, log=_logger(quiet), cache_dir=cache_dir)
+    last = (res.get("history") or [{}])[-1]
+    typer.echo(json.dumps({"checkpoint": res.get("checkpoint"), "method": res.get("method"),
+                           "backbone": res.get("backbone"), "epochs": res.get("epochs"),
+                           "val_loss": last.get("val_loss"), "train_loss": last.get("train_loss")}))
+
+
+def finetune_cmd(
+    cohort: str = typer.Option(..., "--cohort", help="downstream cohort table with train / val / test splits"),
+    images_root: Optional[str] = typer.Option(None, "--images-root"),
+    out: str = typer.Option(..., "--out", help="run directory"),
+    init: Optional[str] = typer.Option(None, "--init", help="random | imagenet | imagenet:FILE | checkpoint:PATH"),
+    backbone: Optional[str] = typer.Option(None, "--backbone", help="timm model (random / imagenet inits)"),
+    size: int = typer.Option(64, "--size", min=8),
+    tasks: Optional[List[str]] = typer.Option(None, "--tasks", help="label columns (repeatable or comma-separated)"),
+    label_policy: Optional[str] = typer.Option(None, "--label-policy",
+                                               help="u-ignore | u-zeros | u-ones | mix 'u-ones:edema;u-zeros:*'"),
+    aux: Optional[bool] = typer.Option(None, "--aux/--no-aux", help="auxiliary view / sex / age heads"),
+    aux_weight: Optional[float] = typer.Option(None, "--aux-weight"),
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=1),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1),
+    lr: Optional[float] = typer.Option(None, "--lr"),
+    weight_decay: Optional[float] = typer.Option(None, "--weight-decay"),
+    augment: Optional[str] = typer.Option(None, "--augment"),
+    seed: Optional[int] = typer.Option(None, "--seed"),
+    n_boot: Optional[int] = typer.Option(None, "--n-boot", min=0),
+    config: Optional[str] = typer.Option(None, "--config", help="YAML with the FinetuneConfig keys"),
+    set_: Optional[List[str]] = typer.Option(None, "--set"),
+    cache_dir: Optional[str] = typer.Option(None, "--cache-dir"),
+    workers: int = typer.Option(2, "--workers", min=1),
+    fresh: bool = typer.Option(False, "--fresh"),
+    quiet: bool = typer.Option(False, "--quiet"),
+) -> None:
+    """Fine-tune for pathologies from any initialisation under any label policy (optional auxiliary heads)."""
+    import json
+
+    from cxrdistill.pretraining.config import FinetuneConfig
+    from cxrdistill.pretraining.finetune import finetune
+
+    cfg = _config(FinetuneConfig, config, {
+        "init": init, "backbone": backbone, "tasks": _csv(tasks), "label_policy": label_policy, "aux": aux,
+        "aux_weight": aux_weight, "augment": augment, "n_boot": n_boot, "train.epochs": epochs,
+        "train.batch_size": batch_size, "train.lr": lr, "train.weight_decay": weight_decay, "train.seed": seed,
+        "train.progress": not quiet}, set_)
+    df, cache = _load_cohort_and_images(cohort, images_root, size, cache_dir, workers, quiet)
+    res = finetune(cfg, df, cache, out, fresh=fresh, log=_logger(quiet), cache_dir=cache_dir)
+    typer.echo(json.dumps({"model": res["model"], "mean_auc": res["observed"]["mean_auc"],
+                           "mean_auc_true": (res.get("true") or {}).get("mean_auc"), "epochs": res["epochs"]}))
+
+
+def grid_cmd(
+    out: str = typer.Option(..., "--out", help="output directory"),
+    config: Optional[str] = typer.Option(None, "--config", help="grid YAML (GridConfig keys)"),
+    cohort: Optional[str] = typer.Option(None, "--cohort", help="downstream cohort (default: a synthetic one)"),
+    images_root: Optional[str] = typer.Option(None, "--images-root"),
+    pretrain_cohort: Optional[str] = typer.Option(None, "--pretrain-cohort",
+                                                  help="pretraining cohort (default: a synthetic one)"),
+    pretrain_images_root: Optional[str] = typer.Option(None, "--pretrain-images-root"),
+    inits: Optional[List[str]] = typer.Option(None, "--inits", help="random, imagenet[:FILE], checkpoint:PATH, "
+                                                                    "supervised, barlow"),
+    policies: Optional[List[str]] = typer.Option(None, "--policies", help="label policies; ';'-mixes need --config"),
+    aux: Optional[List[str]] = typer.Option(None, "--aux", help="off, on (or both: off,on)"),
+    seeds: Optional[List[str]] = typer.Option(None, "--seeds", help="fine-tuning seeds, e.g. 0,1,2"),
+    backbone: Optional[str] = typer.Option(None, "--backbone"),
+    imagenet_weights: Optional[str] = typer.Option(None, "--imagenet-weights", help="timm-named file for 'imagenet'"),
+    tasks: Optional[List[str]] = typer.Option(None, "--tasks"),
+    pretrain_epochs: Optional[int] = typer.Option(None, "--pretrain-epochs", min=1),
+    finetune_epochs: Optional[int] = typer.Option(None, "--finetune-epochs", min=1),
+    pretrain_n: Optional[int] = typer.Option(None, "--pretrain-n", min=8, help="synthetic pretraining cohort size"),
+    n: int = typer.Option(600, "--n", min=20, help="synthetic downstream cohort size (without --cohort)"),
+    scenario: str = typer.Option("none", "--scenario", help="synthetic downstream scenario (without --cohort)"),
+    size: int = typer.Option(64, "--size", min=8),
+    seed: int = typer.Option(0, "--seed", help="seed of the synthetic downstream cohort and its split"),
+    n_boot: Optional[int] = typer.Option(None, "--n-boot", min=0),
+    set_: Optional[List[str]] = typer.Option(None, "--set"),
+    cache_dir: Optional[str] = typer.Option(None, "--cache-dir"),
+    workers: int = typer.Option(2, "--workers", min=1),
+    fresh: bool = typer.Option(False, "--fresh"),
+    quiet: bool = typer.Option(False, "--quiet"),
+) -> None:
+    """Fine-tune every init × label policy × aux × seed and write one table (mean AUC per task with CIs)."""
+    from pathlib import Path
+
+    from cxrdistill.errors import CxrError
+    from cxrdistill.pretraining.config import GridConfig
+    from cxrdistill.pretraining.grid import run_grid
+
+    aux_vals = None
+    if aux:
+        m = {"off": False, "false": False, "no": False, "0": False, "on": True, "true": True, "yes": True, "1": True}
+        bad = [a for a in _csv(aux) if a.lower() not in m]
+        if bad:
+            raise CxrError(f"--aux takes off/on, got {bad[0]!r}")
+        aux_vals = [m[a.lower()] for a in _csv(aux)]
+    try:
+        seed_vals = [int(s) for s in _csv(seeds)] if seeds else None
+    except ValueError:
+        raise CxrError(f"--seeds takes integers, got {seeds}") from None
+    cfg = _config(GridConfig, config, {
+        "inits": _csv(inits), "label_policies": _csv(policies), "aux": aux_vals, "seeds": seed_vals,
+        "backbone": backbone, "imagenet_weights": imagenet_weights, "tasks": _csv(tasks),
+        "pretrain_epochs": pretrain_epochs, "finetune_epochs": finetune_epochs, "pretrain_n": pretrain_n,
+        "n_boot": n_boot}, set_)
+    log = _logger(quiet)
+    if cohort:
+        df, images = _load_cohort_and_images(cohort, images_root, size, cache_dir, workers, quiet)
+    else:
+        from cxrdistill.cohorts.splits import assign_splits
+        from cxrdistill.synth import render_batch
+
+        log(f"downstream cohort: {n} synthetic images at {size}px (scenario {scenario}, seed {seed})")
+        images, df = render_batch(n, size, seed=seed, scenario=scenario)
+        df = assign_splits(df, (0.6, 0.15, 0.25), seed=seed)
+    pdf = pimages = None
+    if pretrain_cohort:
+        pdf, pimages = _load_cohort_and_images(pretrain_cohort, pretrain_images_root, size, cache_dir, workers, quiet)
+    table = run_grid(cfg, df, images, out, pretrain_df=pdf, pretrain_images=pimages, log=log, fresh=fresh,
+                     cache_dir=cache_dir)
+    typer.echo((Path(out) / "table.md").read_text(encoding="utf-8"))
+    log(f"{len(table)} table rows → {Path(out) / 'table.parquet'}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("pretrain")(pretrain_cmd)
+    app.command("pretrain-finetune")(finetune_cmd)
+    app.command("pretrain-grid")(grid_cmd)
