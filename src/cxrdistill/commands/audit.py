@@ -45,7 +45,7 @@ def audit(
                              if v.get("auc_gap") is not None)
             auc = "n/a" if ov.get("auc") is None else f"{ov['auc']:.3f}"
             typer.echo(f"{t}{' (true)' if key == 'tasks_true' else ''}: AUC {auc}" + (f"; {gaps}" if gaps else ""))
-    typer.echo(f"{doc['n_significant']} of {doc['n_tests']} tests significant ({correction}); wrote {out_dir}/")
+    typer.echo(f"{doc['n_significant']} of {doc['n_tests']} tests significant ({correction}); wrote {out}/")
 
 
 def register(app: typer.Typer) -> None:

@@ -89,7 +89,7 @@ def _labels_array(df, col: str, path=None) -> np.ndarray:
     bad = bad_text | bad_value
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise InputError(f"label {s.iloc[i]!r} is not 0, 1 or blank ({int(bad.sum())} such rows)", path=path,
+        raise InputError(f"label {str(s.iloc[i])!r} is not 0, 1 or blank ({int(bad.sum())} such rows)", path=path,
                          column=col, row=i + 2,
                          hint="labels must be binary; apply a label policy (e.g. U-Zeros/U-Ones/U-Ignore) first")
     return v

@@ -68,7 +68,9 @@ class CxrNet(nn.Module):
         self.config = dict(backbone=backbone, in_chans=in_chans, embed_dim=embed_dim, num_classes=num_classes,
                            proj_hidden=proj_hidden, head_on=head_on, backbone_kwargs=backbone_kwargs or {})
         self.backbone = create_backbone(backbone, in_chans=in_chans, weights=weights, **(backbone_kwargs or {}))
-        nf = self.backbone.num_features
+        # timm models with a head hidden layer (mobilenetv3, lcnet, ghostnet…) output ``head_hidden_size`` features
+        # when num_classes=0, not ``num_features`` (the pre-head width)
+        nf = getattr(self.backbone, "head_hidden_size", None) or self.backbone.num_features
         self.num_features = nf
         self.projector: nn.Module | None = None
         if embed_dim:

@@ -32,7 +32,9 @@ def load_state(path: str | Path) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, ValueError) as e:
-        first = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+        # torch's first line advises weights_only=False (i.e. running the code); show the line naming the culprit
+        lines = [s.strip() for s in str(e).splitlines() if s.strip()] or [type(e).__name__]
+        first = next((s for s in lines if "GLOBAL" in s), lines[0])[:200]
         raise InputError(f"refused to load checkpoint: not a safe weights-only file ({first})", path=path,
                          hint="use a .safetensors file or a checkpoint written by cxrdistill") from None
 
