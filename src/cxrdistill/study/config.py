@@ -47,6 +47,8 @@ class SplitCfg(_M):
     seed: int = 0
     from_file: str | None = None
     keep_existing: bool = False
+    use_synth_split: bool = Field(True, description="synthetic cohorts: use the generator's split.csv (it confines "
+                                  "a planted shortcut to training data)")
 
 
 def _pretrain_cfg():

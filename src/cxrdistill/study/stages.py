@@ -65,8 +65,12 @@ def stage_split(ctx: StudyContext) -> dict:
 
     s = ctx.cfg.split
     df = load_cohort(ctx.out / "cohort_raw.parquet")
+    synth_split = ctx.out / "data" / "split.csv"
     if s.from_file:
         df, _ = split_from_file(df, s.from_file)
+    elif ctx.cfg.cohort.source == "synth" and s.use_synth_split and synth_split.exists():
+        # the generator's split keeps a planted shortcut confined to training data (and flipped at test time)
+        df, _ = split_from_file(df, synth_split)
     elif not (s.keep_existing and "split" in df.columns and df["split"].notna().all()):
         strat = [c for c in [*s.stratify, *ctx.cfg.tasks[:3]] if c in df.columns]
         df = assign_splits(df, s.fractions, stratify=strat, seed=s.seed)

@@ -1,0 +1,423 @@
+"""Bias scenarios for the synthetic cohort: every planted mechanism is a knob per group of one attribute.
+
+A ``Scenario`` is a pydantic model (``extra="forbid"``, so a misspelled key fails), loadable from YAML or by name
+from the ``SCENARIOS`` registry. The mechanisms:
+
+* representation — ``groups.<g>.share`` (share of patients);
+* prevalence — ``groups.<g>.prevalence`` (multiplier of the base prevalence per finding, ``all`` for every one);
+* underdiagnosis — ``groups.<g>.underdiagnosis`` (fraction of true positives labelled 0; Seyyed-Kalantari et al.
+  2021, Nat Med 27:2176);
+* acquisition shift — ``groups.<g>.sites`` (mix of sites, each with contrast, noise, AP share and a corner marker);
+* spurious shortcut — ``groups.<g>.shortcut`` (a marker correlated with a finding in the ``train`` phase only);
+* manifestation — ``groups.<g>.manifestation`` (finding → rendering variant) and ``visibility`` (intensity factor).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from cxrdistill.cohorts.schema import CHEXPERT_FINDINGS
+from cxrdistill.errors import InputError
+from cxrdistill.registry import Registry
+
+FINDINGS: list[str] = list(CHEXPERT_FINDINGS)
+# Findings that can be present (``no_finding`` is derived: no disease among DISEASES).
+PATHOLOGIES: list[str] = [f for f in FINDINGS if f != "no_finding"]
+DISEASES: list[str] = [f for f in PATHOLOGIES if f != "support_devices"]
+GROUP_VALUES: dict[str, tuple[str, ...]] = {"sex": ("Male", "Female"), "race": ("White", "Black", "Asian")}
+CORNERS = ("top_left", "top_right", "bottom_left", "bottom_right")
+Corner = Literal["top_left", "top_right", "bottom_left", "bottom_right"]
+
+# Base prevalence of each finding's own component (see sample.py for how derived findings are built).
+DEFAULT_PREVALENCE: dict[str, float] = {
+    "enlarged_cardiomediastinum": 0.06,  # own widened mediastinum; cardiomegaly also counts
+    "cardiomegaly": 0.20,
+    "lung_opacity": 0.14,  # own patchy opacity; consolidation also counts
+    "lung_lesion": 0.08,
+    "edema": 0.16,
+    "consolidation": 0.14,
+    "pneumonia": 0.45,  # share of consolidations that are pneumonia (plus a few without consolidation)
+    "atelectasis": 0.14,
+    "pneumothorax": 0.14,
+    "pleural_effusion": 0.22,
+    "pleural_other": 0.04,
+    "fracture": 0.05,
+    "support_devices": 0.26,
+}
+
+# Rendering variants per finding; the first is the default look.
+MANIFESTATIONS: dict[str, tuple[str, ...]] = {
+    "pleural_effusion": ("meniscus", "laminar"),
+    "pneumothorax": ("apical", "subtle"),
+    "consolidation": ("lobar", "diffuse"),
+    "edema": ("perihilar", "interstitial"),
+    "cardiomegaly": ("globular", "subtle"),
+    "lung_lesion": ("nodule", "faint"),
+    "lung_opacity": ("patchy", "faint"),
+    "atelectasis": ("plate", "faint"),
+}
+
+
+def _check_findings(d: dict[str, Any], allowed: list[str], what: str, allow_all: bool = True) -> dict[str, Any]:
+    ok = set(allowed) | ({"all"} if allow_all else set())
+    bad = [k for k in d if k not in ok]
+    if bad:
+        raise ValueError(f"unknown finding {bad[0]!r} in {what}; use one of: {', '.join(sorted(ok))}")
+    return d
+
+
+class Site(BaseModel):
+    """An acquisition site (scanner + protocol): exposure, noise, share of AP views and a lead marker in a corner."""
+
+    model_config = ConfigDict(extra="forbid")
+    contrast: float = Field(1.0, gt=0, le=3, description="multiplier of image contrast")
+    brightness: float = Field(0.0, ge=-0.5, le=0.5, description="added to the [0,1] image")
+    noise: float = Field(0.025, ge=0, le=0.5, description="std of detector noise on the [0,1] image")
+    blur: float = Field(0.0, ge=0, le=4, description="extra detector blur, sigma in pixels at 128 px")
+    ap_share: float = Field(0.3, ge=0, le=1, description="probability of an AP (portable) view")
+    marker: str = Field("", max_length=4, description="letters/digits drawn in a corner (lead marker)")
+    marker_corner: Corner = "top_left"
+    marker_shape: Literal["none", "box", "circle"] = "none"
+
+    @field_validator("marker")
+    @classmethod
+    def _glyphs(cls, v: str) -> str:
+        from cxrdistill.synth.glyphs import GLYPHS
+
+        bad = [c for c in v.upper() if c not in GLYPHS]
+        if bad:
+            raise ValueError(f"marker character {bad[0]!r} is not drawable; use A-Z and 0-9")
+        return v.upper()
+
+
+class Shortcut(BaseModel):
+    """A marker whose presence follows ``finding`` in the train phase (patients with ``synth_shortcut_phase`` =
+    ``train``) and is flipped (or random) in the test phase, so that a model relying on it fails at test time."""
+
+    model_config = ConfigDict(extra="forbid")
+    finding: str
+    p_positive: float = Field(0.9, ge=0, le=1, description="P(marker | finding) in the train phase")
+    p_negative: float = Field(0.1, ge=0, le=1, description="P(marker | no finding) in the train phase")
+    test: Literal["flip", "independent", "same"] = Field(
+        "flip", description="test phase: flip = swap the two probabilities; independent = their mean for all")
+    shape: Literal["disc", "square", "triangle"] = "disc"
+    corner: Corner = "bottom_left"
+
+    @field_validator("finding")
+    @classmethod
+    def _finding(cls, v: str) -> str:
+        _check_findings({v: 1}, PATHOLOGIES, "shortcut.finding", allow_all=False)
+        return v
+
+
+class Group(BaseModel):
+    """The knobs for one group (e.g. ``Female`` or ``Black``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    share: float = Field(..., ge=0, le=1, description="share of patients in this group")
+    prevalence: dict[str, float] = Field(default_factory=dict, description="finding (or all) → prevalence multiplier")
+    underdiagnosis: dict[str, float] = Field(default_factory=dict, description="finding (or all: every disease) → "
+                                             "fraction of true positives labelled 0")
+    sites: dict[str, float] = Field(default_factory=lambda: {"A": 1.0}, description="site → weight")
+    shortcut: Shortcut | None = None
+    manifestation: dict[str, str] = Field(default_factory=dict, description="finding → rendering variant")
+    visibility: dict[str, float] = Field(default_factory=dict, description="finding (or all) → intensity factor")
+
+    @field_validator("prevalence")
+    @classmethod
+    def _prev(cls, v: dict[str, float]) -> dict[str, float]:
+        _check_findings(v, PATHOLOGIES, "prevalence")
+        for k, x in v.items():
+            if not 0 <= x <= 10:
+                raise ValueError(f"prevalence multiplier for {k!r} must be in [0, 10], got {x}")
+        return v
+
+    @field_validator("underdiagnosis")
+    @classmethod
+    def _ud(cls, v: dict[str, float]) -> dict[str, float]:
+        _check_findings(v, PATHOLOGIES, "underdiagnosis")
+        for k, x in v.items():
+            if not 0 <= x <= 1:
+                raise ValueError(f"underdiagnosis rate for {k!r} must be in [0, 1], got {x}")
+        return v
+
+    @field_validator("visibility")
+    @classmethod
+    def _vis(cls, v: dict[str, float]) -> dict[str, float]:
+        _check_findings(v, PATHOLOGIES, "visibility")
+        for k, x in v.items():
+            if not 0 <= x <= 5:
+                raise ValueError(f"visibility for {k!r} must be in [0, 5], got {x}")
+        return v
+
+    @field_validator("manifestation")
+    @classmethod
+    def _man(cls, v: dict[str, str]) -> dict[str, str]:
+        for f, var in v.items():
+            if f not in MANIFESTATIONS:
+                raise ValueError(f"no manifestation variants for {f!r}; findings with variants: "
+                                 f"{', '.join(sorted(MANIFESTATIONS))}")
+            if var not in MANIFESTATIONS[f]:
+                raise ValueError(f"unknown variant {var!r} for {f}; use one of: {', '.join(MANIFESTATIONS[f])}")
+        return v
+
+    @field_validator("sites")
+    @classmethod
+    def _sites(cls, v: dict[str, float]) -> dict[str, float]:
+        if not v or sum(v.values()) <= 0 or any(x < 0 for x in v.values()):
+            raise ValueError("sites needs at least one site with a positive weight")
+        return v
+
+    def rate(self, table: dict[str, float], finding: str, default: float) -> float:
+        return float(table.get(finding, table.get("all", default)))
+
+    def underdiagnosis_rate(self, finding: str) -> float:
+        """``all`` covers the diseases; support devices are underdiagnosed only when named."""
+        if finding == "support_devices":
+            return float(self.underdiagnosis.get(finding, 0.0))
+        return self.rate(self.underdiagnosis, finding, 0.0)
+
+
+class Scenario(BaseModel):
+    """A complete description of a synthetic cohort's planted bias."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = "custom"
+    description: str = ""
+    attribute: Literal["sex", "race"] = "sex"
+    groups: dict[str, Group]
+    sites: dict[str, Site] = Field(default_factory=lambda: {"A": Site(marker="R")})
+    base_prevalence: dict[str, float] = Field(default_factory=dict, description="overrides of DEFAULT_PREVALENCE")
+    shortcut_train_fraction: float = Field(0.7, gt=0, lt=1, description="share of patients in the train phase")
+    female_share: float = Field(0.5, ge=0, le=1, description="P(Female) when the attribute is race")
+    race_shares: dict[str, float] = Field(default_factory=lambda: {"White": 0.7, "Black": 0.15, "Asian": 0.15},
+                                          description="race mix when the attribute is sex")
+    studies_per_patient: float = Field(1.6, ge=1, le=5, description="mean number of studies per patient")
+    label_noise: float = Field(1.0, ge=0, le=3, description="scale of the uncertain (-1) label rates")
+
+    @field_validator("base_prevalence")
+    @classmethod
+    def _base(cls, v: dict[str, float]) -> dict[str, float]:
+        _check_findings(v, PATHOLOGIES, "base_prevalence", allow_all=False)
+        for k, x in v.items():
+            if not 0 <= x <= 0.95:
+                raise ValueError(f"base prevalence of {k!r} must be in [0, 0.95], got {x}")
+        return v
+
+    @field_validator("race_shares")
+    @classmethod
+    def _races(cls, v: dict[str, float]) -> dict[str, float]:
+        bad = [k for k in v if k not in GROUP_VALUES["race"]]
+        if bad:
+            raise ValueError(f"unknown race {bad[0]!r}; use {', '.join(GROUP_VALUES['race'])}")
+        if abs(sum(v.values()) - 1) > 0.01 or any(x < 0 for x in v.values()):
+            raise ValueError(f"race_shares must be non-negative and sum to 1 (got {sum(v.values()):.3f})")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Scenario":
+        allowed = GROUP_VALUES[self.attribute]
+        bad = [g for g in self.groups if g not in allowed]
+        if bad:
+            raise ValueError(f"group {bad[0]!r} is not a value of attribute {self.attribute!r}; "
+                             f"use {', '.join(allowed)}")
+        total = sum(g.share for g in self.groups.values())
+        if not self.groups or abs(total - 1) > 0.01:
+            raise ValueError(f"group shares must sum to 1 (got {total:.3f})")
+        for gname, g in self.groups.items():
+            missing = [s for s in g.sites if s not in self.sites]
+            if missing:
+                raise ValueError(f"group {gname!r} uses site {missing[0]!r} which is not defined in sites "
+                                 f"({', '.join(self.sites)})")
+        return self
+
+    # ------------------------------------------------------------------ derived values
+    def prevalence(self, finding: str) -> float:
+        return float(self.base_prevalence.get(finding, DEFAULT_PREVALENCE[finding]))
+
+    def resolved(self) -> dict[str, Any]:
+        """Every knob with its effective value per group (what ``scenario.json`` records)."""
+        out: dict[str, Any] = {}
+        for gname, g in self.groups.items():
+            w = {k: v / sum(g.sites.values()) for k, v in g.sites.items()}
+            mix = {key: sum(w[s] * getattr(self.sites[s], key) for s in w)
+                   for key in ("contrast", "brightness", "noise", "blur", "ap_share")}
+            out[gname] = {
+                "share": g.share / sum(x.share for x in self.groups.values()),
+                "prevalence_multiplier": {f: g.rate(g.prevalence, f, 1.0) for f in PATHOLOGIES},
+                "prevalence": {f: min(0.95, self.prevalence(f) * g.rate(g.prevalence, f, 1.0)) for f in PATHOLOGIES},
+                "underdiagnosis": {f: g.underdiagnosis_rate(f) for f in PATHOLOGIES},
+                "sites": w,
+                "acquisition_mean": mix,
+                "shortcut": g.shortcut.model_dump() if g.shortcut else None,
+                "manifestation": {f: g.manifestation.get(f, MANIFESTATIONS[f][0]) for f in MANIFESTATIONS},
+                "visibility": {f: g.rate(g.visibility, f, 1.0) for f in PATHOLOGIES},
+            }
+        return out
+
+
+SCENARIOS: Registry[Scenario] = Registry("synthetic scenario")
+
+
+def _format_validation(e: ValidationError) -> str:
+    parts = []
+    for err in e.errors()[:3]:
+        loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (misspelled?)"
+        parts.append(f"{loc}: {msg}")
+    return "; ".join(parts)
+
+
+def _deep_merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def scenario_from_dict(data: dict[str, Any], *, source: object = None) -> Scenario:
+    """Validate a scenario mapping. ``base: NAME`` starts from a registered scenario and deep-merges the given keys
+    over it (so ``groups: {Female: {underdiagnosis: {all: 0.3}}}`` changes just that knob)."""
+    if not isinstance(data, dict):
+        raise InputError("a scenario must be a mapping of keys (name, attribute, groups, ...)", path=source)
+    data = dict(data)
+    base = data.pop("base", None)
+    if base is not None:
+        if base not in SCENARIOS:
+            raise InputError(f"base scenario {base!r} is unknown", path=source,
+                             hint=f"use one of: {', '.join(SCENARIOS.names())}")
+        base_d = SCENARIOS.create(base).model_dump(exclude_none=True)
+        if data.get("attribute", base_d["attribute"]) != base_d["attribute"]:
+            base_d.pop("groups")  # another attribute: the base's groups do not apply
+        data = _deep_merge(base_d, data)
+    try:
+        return Scenario.model_validate(data)
+    except ValidationError as e:
+        raise InputError(f"invalid scenario: {_format_validation(e)}", path=source,
+                         hint="see docs/readme/synth.md for the scenario keys") from None
+
+
+def load_scenario(spec: "str | os.PathLike | Scenario | dict | None") -> Scenario:
+    """A scenario from a registered name, a YAML/JSON file, a mapping or a ``Scenario`` (returned as is)."""
+    if spec is None:
+        return SCENARIOS.create("none")
+    if isinstance(spec, Scenario):
+        return spec
+    if isinstance(spec, dict):
+        return scenario_from_dict(spec)
+    text = str(spec)
+    if text in SCENARIOS:
+        return SCENARIOS.create(text)
+    p = Path(text)
+    if p.suffix.lower() not in (".yaml", ".yml", ".json") and not p.exists():
+        raise InputError(f"unknown scenario {text!r}", hint=f"use one of: {', '.join(SCENARIOS.names())} "
+                                                            "or a YAML file")
+    if not p.exists():
+        raise InputError("scenario file not found", path=p)
+    import yaml
+
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise InputError("is not UTF-8 text", path=p) from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise InputError(f"is not valid YAML{where}: {getattr(e, 'problem', None) or e}", path=p) from None
+    return scenario_from_dict(data, source=p)
+
+
+# ---------------------------------------------------------------------------------------------- named scenarios
+_ALL_DISEASES = "all"
+
+
+@SCENARIOS.register("none")
+def _none() -> Scenario:
+    return Scenario(name="none", description="No planted bias: equal shares, one site, same labels and looks.",
+                    attribute="sex", groups={"Male": Group(share=0.5), "Female": Group(share=0.5)})
+
+
+@SCENARIOS.register("underdiagnosis")
+def _underdiagnosis() -> Scenario:
+    return Scenario(
+        name="underdiagnosis",
+        description="60% of the female patients' true findings are labelled negative (label bias, as in "
+                    "Seyyed-Kalantari et al. 2021); the images are unbiased.",
+        attribute="sex",
+        groups={"Male": Group(share=0.5),
+                "Female": Group(share=0.5, underdiagnosis={_ALL_DISEASES: 0.6})})
+
+
+@SCENARIOS.register("acquisition")
+def _acquisition() -> Scenario:
+    return Scenario(
+        name="acquisition",
+        description="Black patients are mostly imaged at site B: low contrast, strong noise and blur, mostly AP "
+                    "(magnified heart), with its own corner marker.",
+        attribute="race",
+        sites={"A": Site(marker="R", ap_share=0.25),
+               "B": Site(contrast=0.55, noise=0.075, blur=1.2, brightness=0.06, ap_share=0.85, marker="B",
+                         marker_corner="top_right", marker_shape="box")},
+        groups={"White": Group(share=0.6, sites={"A": 0.95, "B": 0.05}),
+                "Black": Group(share=0.25, sites={"A": 0.1, "B": 0.9}),
+                "Asian": Group(share=0.15, sites={"A": 0.95, "B": 0.05})})
+
+
+@SCENARIOS.register("shortcut")
+def _shortcut() -> Scenario:
+    return Scenario(
+        name="shortcut",
+        description="In female patients a disc marker (think chest drain) is on 90% of pneumothorax images and 10% "
+                    "of the others in the train phase; in the test phase the association is flipped.",
+        attribute="sex",
+        groups={"Male": Group(share=0.5),
+                "Female": Group(share=0.5, shortcut=Shortcut(finding="pneumothorax", p_positive=0.9,
+                                                             p_negative=0.1))})
+
+
+@SCENARIOS.register("manifestation")
+def _manifestation() -> Scenario:
+    return Scenario(
+        name="manifestation",
+        description="In the Black minority, effusion appears as a faint lateral (laminar) band instead of a basal "
+                    "meniscus, and consolidation as faint diffuse patches.",
+        attribute="race",
+        groups={"White": Group(share=0.7),
+                "Black": Group(share=0.2, manifestation={"pleural_effusion": "laminar", "consolidation": "diffuse"}),
+                "Asian": Group(share=0.1)})
+
+
+@SCENARIOS.register("mixed")
+def _mixed() -> Scenario:
+    return Scenario(
+        name="mixed",
+        description="Several mechanisms at once: under-representation, underdiagnosis and acquisition shift for "
+                    "Black patients, a laminar-effusion manifestation for Asian patients, a shortcut in White.",
+        attribute="race",
+        sites={"A": Site(marker="R", ap_share=0.25),
+               "B": Site(contrast=0.65, noise=0.06, blur=0.8, brightness=0.04, ap_share=0.7, marker="B",
+                         marker_corner="top_right", marker_shape="box")},
+        groups={"White": Group(share=0.65, sites={"A": 0.9, "B": 0.1},
+                               shortcut=Shortcut(finding="pneumothorax", p_positive=0.6, p_negative=0.15,
+                                                 shape="square")),
+                "Black": Group(share=0.2, sites={"A": 0.3, "B": 0.7}, underdiagnosis={_ALL_DISEASES: 0.3}),
+                "Asian": Group(share=0.15, manifestation={"pleural_effusion": "laminar"})})
+
+
+@SCENARIOS.register("pretrain")
+def _pretrain() -> Scenario:
+    return Scenario(
+        name="pretrain",
+        description="A separate pretraining cohort with its own bias: women are under-represented (30%), mostly "
+                    "imaged at a portable site P (AP, noisy) and 25% underdiagnosed; sites differ from downstream.",
+        attribute="sex",
+        sites={"H": Site(marker="H", marker_corner="top_left", ap_share=0.2, contrast=1.1),
+               "P": Site(marker="P", marker_corner="top_right", marker_shape="circle", ap_share=0.8, contrast=0.75,
+                         noise=0.05, brightness=0.03)},
+        groups={"Male": Group(share=0.7, sites={"H": 0.85, "P": 0.15}),
+                "Female": Group(share=0.3, sites={"H": 0.35, "P": 0.65}, underdiagnosis={_ALL_DISEASES: 0.25})})
