@@ -11,9 +11,19 @@ T = TypeVar("T")
 class Registry(Generic[T]):
     """A named collection of factories. ``@REG.register("name")`` adds one; ``REG.create("name", **kw)`` builds it."""
 
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, plugins: tuple[str, ...] = ()):
         self.kind = kind
         self._items: dict[str, Callable[..., T]] = {}
+        self._plugins = plugins  # modules that register entries here; imported on first lookup, not at start-up
+        self._loaded = not plugins
+
+    def _load_plugins(self) -> None:
+        if not self._loaded:
+            import importlib
+
+            self._loaded = True
+            for mod in self._plugins:
+                importlib.import_module(mod)
 
     def register(self, name: str | None = None) -> Callable[[Callable[..., T]], Callable[..., T]]:
         def deco(obj: Callable[..., T]) -> Callable[..., T]:
@@ -26,6 +36,8 @@ class Registry(Generic[T]):
         return deco
 
     def get(self, name: str) -> Callable[..., T]:
+        if name not in self._items:
+            self._load_plugins()
         try:
             return self._items[name]
         except KeyError:
@@ -37,9 +49,12 @@ class Registry(Generic[T]):
         return self.get(name)(**kwargs)
 
     def names(self) -> list[str]:
+        self._load_plugins()
         return sorted(self._items)
 
     def __contains__(self, name: object) -> bool:
+        if name not in self._items:
+            self._load_plugins()
         return name in self._items
 
     def __iter__(self):

@@ -9,7 +9,9 @@ from typing import Any
 
 from cxrdistill.registry import Registry
 
-METHODS: Registry = Registry("training method")
+# every package that registers methods; loaded on first lookup so that `--method NAME` reaches all of them
+METHODS: Registry = Registry("training method", plugins=("cxrdistill.training.methods", "cxrdistill.fairness",
+                                                        "cxrdistill.fairkd", "cxrdistill.pretraining.methods"))
 
 
 class Method:
