@@ -260,8 +260,7 @@ def case_split_patient_leakage(ctx):
                expect=("split.csv", "patient 'p0' has images in splits test and train"))
 
 
-@case("table", bug="images/cache.py _cohort_paths(): the duplicate image_id error names the column but not the cohort "
-                   "file (ImageCache.build does not know it); commands/images.py could pass it or validate first")
+@case("table")
 def case_cohort_duplicate_image_id(ctx):
     cohort = cf.cohort_table(ctx.inp / "cohort.parquet", n=4, image_id=["a", "b", "a", "c"])
     out = ctx.out / "cache"
@@ -492,17 +491,13 @@ def case_distill_config_misspelled_key(ctx):
     return Run(argv, out=out, expect=("kd.yaml", "train.lerning_rate", "unknown key"))
 
 
-_RUN_DIR_BUG = ("training/runs.py: prepare_run_dir() creates OUT (config.yaml, run.json, log.txt) before the "
-                "inputs are validated, so a failed distill leaves a run directory behind")
-
-
-@case("config", bug=_RUN_DIR_BUG)
+@case("config")
 def case_unknown_kd_loss(ctx):
     argv, out = _distill(ctx, "--loss", "mse_cosin")
     return Run(argv, out=out, expect=("unknown kd loss 'mse_cosin'", "mse_cosine"))
 
 
-@case("config", bug=_RUN_DIR_BUG)
+@case("config")
 def case_unknown_timm_backbone(ctx):
     argv, out = _distill(ctx, "--student", "resnet_nonexistent")
     return Run(argv, out=out, expect=("resnet_nonexistent", "timm"))

@@ -45,6 +45,8 @@ def distill(
     lr: Optional[float] = typer.Option(None, "--lr"),
     method: Optional[str] = typer.Option(None, "--method", help="training method from the METHODS registry [distill]"),
     attribute: Optional[str] = typer.Option(None, "--attribute", help="group attribute given to the method as g"),
+    fair: Optional[str] = typer.Option(None, "--fair", help="fairness-aware distillation: balanced | adversarial | "
+                                       "fairdi | mmd (needs --attribute; used in training only)"),
     config: Optional[str] = _CONFIG,
     set_: Optional[List[str]] = _SET,
     cache_dir: Optional[str] = _CACHE,
@@ -55,6 +57,14 @@ def distill(
     from cxrdistill.training.run_config import load_config
     from cxrdistill.training.runs import run_distill
 
+    if fair:
+        from cxrdistill.errors import InputError
+
+        if method:
+            raise InputError("give either --fair or --method, not both")
+        if not attribute:
+            raise InputError(f"--fair {fair} needs --attribute (the sensitive attribute, e.g. sex or race)")
+        method = f"fairkd_{fair}"
     cfg = load_config("distill", config, {"student.name": student, "student.weights": weights, "loss": loss,
                                           "size": size, "train.epochs": epochs, "train.batch_size": batch_size,
                                           "train.lr": lr, "method": method}, set_)

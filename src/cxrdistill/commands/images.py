@@ -25,9 +25,9 @@ def cache_cmd(
 ) -> None:
     """Build (or resume, or reuse) the cache; a killed build continues where it stopped."""
     from cxrdistill.images.cache import ImageCache
-    from cxrdistill.io import read_table
+    from cxrdistill.cohorts.validate import load_cohort
 
-    df = read_table(cohort)
+    df = load_cohort(cohort)  # validated: unique ids, known values — errors name the cohort file
     if split is not None:
         if "split" not in df.columns:
             from cxrdistill.errors import InputError

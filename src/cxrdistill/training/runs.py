@@ -38,6 +38,28 @@ class RunLog:
             print(line, file=sys.stderr, flush=True)
 
 
+def removes_new_run_dir_on_failure(fn):
+    """A run that fails before its first checkpoint leaves no output behind when it created ``out`` itself (a bad
+    loss name, backbone or input must not leave a half-made run directory)."""
+    import functools
+    import inspect
+
+    sig = inspect.signature(fn)
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        out = Path(sig.bind(*args, **kwargs).arguments["out"])
+        existed = out.exists() and any(out.iterdir())
+        try:
+            return fn(*args, **kwargs)
+        except BaseException:
+            if not existed and out.exists() and not (out / "checkpoints" / "last.pt").exists():
+                shutil.rmtree(out, ignore_errors=True)
+            raise
+
+    return wrapper
+
+
 def prepare_run_dir(out: str | Path, stage: str, cfg, inputs: dict[str, Any], fresh: bool = False) -> Path:
     """Create ``out``; write the resolved config. A checkpoint from another config/inputs is an error (or is
     removed with ``fresh``), so a resume never mixes two runs."""
@@ -98,6 +120,7 @@ def _is_main() -> bool:
 
 
 # ------------------------------------------------------------------------------------------------- distill
+@removes_new_run_dir_on_failure
 def run_distill(cfg: DistillConfig, cohort: str | Path, images_root: str | Path | None, embeddings: str | Path,
                 out: str | Path, *, attribute: str | None = None, cache_dir: str | Path | None = None,
                 fresh: bool = False, quiet: bool = False) -> dict[str, Any]:
@@ -220,6 +243,7 @@ def _teacher_probe(Xtr, Ytr, mean, std, cfg: DistillConfig, log):
 
 
 # ------------------------------------------------------------------------------------------------- probe
+@removes_new_run_dir_on_failure
 def run_probe(cfg: ProbeConfig, cohort: str | Path, out: str | Path, *, embeddings: str | Path | None = None,
               model: str | Path | None = None, images_root: str | Path | None = None,
               cache_dir: str | Path | None = None, fresh: bool = False, quiet: bool = False) -> dict[str, Any]:
@@ -401,6 +425,7 @@ def build_finetune_model(cfg: FinetuneConfig, tasks: list[str]):
     return model, {"init": str(init), "init_meta": {k: meta[k] for k in ("student", "teacher") if k in meta}}
 
 
+@removes_new_run_dir_on_failure
 def run_finetune(cfg: FinetuneConfig, cohort: str | Path, images_root: str | Path, out: str | Path, *,
                  cache_dir: str | Path | None = None, fresh: bool = False, quiet: bool = False) -> dict[str, Any]:
     """Fine-tune a whole network with a head on the train split (val for model selection); predict and score
