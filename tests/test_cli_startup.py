@@ -20,3 +20,10 @@ def test_user_error_is_one_line_exit_2(tmp_path):
     assert "Traceback" not in p.stderr
     assert "missing.csv" in p.stderr
     assert not (tmp_path / "o" / "audit.json").exists()
+
+
+def test_usage_error_is_not_a_traceback():
+    p = subprocess.run([sys.executable, "-m", "cxrdistill", "embed", "--teacher", "x"], capture_output=True,
+                       text=True)
+    assert p.returncode == 2
+    assert "Missing option" in p.stderr and "Traceback" not in p.stderr
