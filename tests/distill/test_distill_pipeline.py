@@ -11,7 +11,7 @@ from cxrdistill.cli import main
 from cxrdistill.training.method import METHODS
 from cxrdistill.training.methods.distill import Distill
 
-from conftest import SIZE, TASKS
+from distill_helpers import SIZE, TASKS
 
 
 def cli(*args):
@@ -117,7 +117,7 @@ def test_export_onnx_matches_torch(distilled, tiny_cohort):
     from cxrdistill.models.network import load_model
     from cxrdistill.training.inputs import ImageBatches
     from cxrdistill.training.predict import model_outputs
-    from conftest import make_images
+    from distill_helpers import make_images
 
     out = tiny_cohort["root"] / "student.onnx"
     cli("export-onnx", distilled / "student.safetensors", "--out", out)  # checks parity itself (raises if not)

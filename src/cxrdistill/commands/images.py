@@ -25,13 +25,16 @@ def cache_cmd(
 ) -> None:
     """Build (or resume, or reuse) the cache; a killed build continues where it stopped."""
     from cxrdistill.images.cache import ImageCache
-    from cxrdistill.cohorts.validate import load_cohort
+    from cxrdistill.errors import InputError
+    from cxrdistill.io import read_table
 
-    df = load_cohort(cohort)  # validated: unique ids, known values — errors name the cohort file
+    df = read_table(cohort)
+    if "image_id" in df.columns and df["image_id"].astype(str).duplicated().any():
+        dup = df["image_id"].astype(str)[df["image_id"].astype(str).duplicated()]
+        raise InputError(f"{len(dup)} duplicate image_id(s), e.g. {str(dup.iloc[0])!r}: ids must be unique",
+                         path=cohort, column="image_id", hint="de-duplicate the cohort table")
     if split is not None:
         if "split" not in df.columns:
-            from cxrdistill.errors import InputError
-
             raise InputError("cohort has no split column", path=cohort, column="split",
                              hint="split it with 'cxrdistill cohort split' or drop --split")
         df = df[df["split"] == split]

@@ -1,0 +1,45 @@
+"""Every study config shown in the README validates, and the packaged demo config is valid."""
+import re
+from importlib.resources import files
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cxrdistill.errors import InputError
+from cxrdistill.study.config import load_config
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def _study_blocks():
+    text = README.read_text(encoding="utf-8")
+    blocks = re.findall(r"```yaml\n(.*?)```", text, flags=re.S)
+    return [b for b in blocks if re.search(r"^name:", b, flags=re.M) and re.search(r"^cohort:", b, flags=re.M)]
+
+
+def test_readme_has_the_demo_and_the_real_study_examples():
+    names = [yaml.safe_load(b)["name"] for b in _study_blocks()]
+    assert "demo" in names and "chexpert-cxrfm" in names
+
+
+@pytest.mark.parametrize("block", _study_blocks())
+def test_readme_study_configs_validate(block, tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text(block)
+    cfg = load_config(p)
+    assert cfg.tasks
+
+
+def test_packaged_demo_config_validates():
+    cfg = load_config(str(files("cxrdistill") / "configs" / "demo.yaml"))
+    assert cfg.cohort.source == "synth" and cfg.teacher.serve
+
+
+@pytest.mark.parametrize("override, where", [({"distill.train.lrr": 1}, "distill.train.lrr"),
+                                             ({"teacher.pretrain.epochz": 1}, "teacher.pretrain.epochz"),
+                                             ({"split.fractions": [0.5, 0.5, 0.5]}, "sum to 1"),
+                                             ({"cohort.source": "chexpert"}, "reader_args")])
+def test_bad_configs_name_the_key(override, where):
+    with pytest.raises(InputError, match=re.escape(where)):
+        load_config(None, override)
