@@ -123,3 +123,26 @@ def read_table(path: str | os.PathLike, **csv_kwargs: Any):
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise InputError(f"cannot be read as a table ({msg})", path=p,
                          hint="provide CSV (optionally .gz), Parquet or Excel") from None
+
+
+def read_yaml_mapping(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a YAML config file that must hold a mapping; errors name the file and the line."""
+    import yaml
+
+    p = Path(path)
+    if not p.exists():
+        raise InputError("config file not found", path=p)
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise InputError("is not UTF-8 text", path=p, hint="save the config as UTF-8") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        what = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise InputError(f"is not valid YAML{where} ({what})", path=p) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise InputError("a config file must hold a mapping of keys", path=p)
+    return data

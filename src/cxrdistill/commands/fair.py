@@ -32,14 +32,9 @@ def _build_config(config: Optional[Path], methods: list[str], seeds: Optional[st
 
     data: dict = {}
     if config is not None:
-        if not config.exists():
-            raise InputError("config file not found", path=config)
-        try:
-            data = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as e:
-            raise InputError(f"is not valid YAML ({str(e).splitlines()[0]})", path=config) from None
-        if not isinstance(data, dict):
-            raise InputError("must hold a mapping of settings", path=config)
+        from cxrdistill.io import read_yaml_mapping
+
+        data = read_yaml_mapping(config)
     if methods:
         data["methods"] = list(dict.fromkeys(methods))
     if seeds:

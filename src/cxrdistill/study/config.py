@@ -144,19 +144,9 @@ class StudyConfig(_M):
 
 def load_config(path: str | Path | None, overrides: dict | None = None) -> StudyConfig:
     """Read and validate a study YAML; errors name the file and the offending key."""
-    import yaml
+    from cxrdistill.io import read_yaml_mapping
 
-    data: dict = {}
-    if path is not None:
-        p = Path(path)
-        if not p.exists():
-            raise InputError("config file not found", path=p)
-        try:
-            data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        except (yaml.YAMLError, UnicodeDecodeError) as e:
-            raise InputError(f"not valid YAML ({str(e).splitlines()[0]})", path=p) from None
-        if not isinstance(data, dict):
-            raise InputError("the top level must be a mapping of keys", path=p)
+    data: dict = read_yaml_mapping(path) if path is not None else {}
     for k, v in (overrides or {}).items():
         cur = data
         parts = k.split(".")

@@ -34,8 +34,6 @@ class Method:
 
     def validate(self, model, batches) -> dict[str, float]:
         """Validation metrics over an iterable of batches (model in eval mode, no grad). Default: mean loss."""
-        import torch
-
         total, n = 0.0, 0
         for batch in batches:
             loss, _ = self.training_step(model, batch)

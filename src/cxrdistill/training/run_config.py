@@ -91,20 +91,9 @@ def default_yaml(stage: str) -> Path:
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    import yaml
+    from cxrdistill.io import read_yaml_mapping
 
-    p = Path(path)
-    if not p.exists():
-        raise InputError("config file not found", path=p)
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise InputError(f"is not valid YAML ({str(e).splitlines()[0]})", path=p) from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise InputError("a config file must hold a mapping of keys", path=p)
-    return data
+    return read_yaml_mapping(path)
 
 
 def set_dotted(d: dict[str, Any], key: str, value: Any) -> None:

@@ -268,8 +268,6 @@ class Trainer:
     # ------------------------------------------------------------------ the loop
     def fit(self) -> list[dict[str, Any]]:
         """Train until ``epochs`` or early stopping; returns the per-epoch history (also in ``history.json``)."""
-        import torch
-
         if self.resume and self.ckpt_path and self.ckpt_path.exists():
             self._load(load_state(self.ckpt_path))
             self.log(f"resumed from {self.ckpt_path} after epoch {self.epoch}")
