@@ -14,4 +14,5 @@ MODULES = [
     "fair",
     "pretrain",
     "study",
+    "fairkd",
 ]

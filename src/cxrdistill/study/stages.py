@@ -9,6 +9,7 @@ from typing import Any
 
 from cxrdistill.errors import CxrError
 from cxrdistill.study.engine import Stage, StudyContext
+from cxrdistill.training.run_config import deep_merge
 
 
 def _cfg(ctx: StudyContext):
@@ -162,26 +163,23 @@ def stage_embed(ctx: StudyContext) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------ student
-def _distill_cfg(ctx: StudyContext):
-    from cxrdistill.training.run_config import DistillConfig
+def _stage_cfg(stage: str, base: dict, section: dict):
+    """A command's config for the study: the command's packaged defaults (configs/<stage>.yaml), then the study's
+    shared settings, then the study's own section — so an unset key keeps the command's default."""
+    from cxrdistill.training.run_config import STAGES, default_yaml, read_yaml
 
+    return STAGES[stage].model_validate(deep_merge(deep_merge(read_yaml(default_yaml(stage)), base), section))
+
+
+def _distill_cfg(ctx: StudyContext):
     base = {"size": ctx.cfg.size, "tasks": ctx.cfg.tasks, "label_policy": ctx.cfg.label_policy}
-    return DistillConfig.model_validate({**base, **ctx.cfg.distill})
+    return _stage_cfg("distill", base, ctx.cfg.distill)
 
 
 def _probe_cfg(ctx: StudyContext):
-    from cxrdistill.training.run_config import ProbeConfig
-
     base = {"tasks": ctx.cfg.tasks, "label_policy": ctx.cfg.label_policy,
             "eval": {"splits": ["test"], "n_boot": ctx.cfg.audit.n_boot, "target_fpr": ctx.cfg.audit.target_fpr}}
-    return ProbeConfig.model_validate(_merge(base, ctx.cfg.probe))
-
-
-def _merge(a: dict, b: dict) -> dict:
-    out = dict(a)
-    for k, v in b.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
+    return _stage_cfg("probe", base, ctx.cfg.probe)
 
 
 def stage_distill(ctx: StudyContext) -> dict:
@@ -236,8 +234,9 @@ def stage_speed(ctx: StudyContext) -> dict:
         paths["teacher"] = Path(spec.removeprefix("torch:"))
     for who, p in paths.items():
         m, _ = load_model(p)
-        out[who] = {"params": count_params(m),
-                    "throughput_img_s": inference_throughput(m, ctx.cfg.size, batch_size=64, threads=2,
+        # one intra-op thread for both: the same conditions, and immune to oversubscription on a busy machine
+        out[who] = {"params": count_params(m), "threads": 1,
+                    "throughput_img_s": inference_throughput(m, ctx.cfg.size, batch_size=64, threads=1,
                                                              min_time=2.0)}
     if "teacher" in out:
         out["speedup"] = out["student"]["throughput_img_s"] / out["teacher"]["throughput_img_s"]
@@ -245,13 +244,12 @@ def stage_speed(ctx: StudyContext) -> dict:
 
 
 def stage_finetune(ctx: StudyContext) -> dict:
-    from cxrdistill.training.run_config import FinetuneConfig
     from cxrdistill.training.runs import run_finetune
 
     base = {"init": str(ctx.out / "student" / "student.safetensors"), "size": ctx.cfg.size, "tasks": ctx.cfg.tasks,
             "label_policy": ctx.cfg.label_policy, "augment": None,
             "eval": {"splits": ["test"], "n_boot": ctx.cfg.audit.n_boot}, "train": {"epochs": 3, "lr": 1e-3}}
-    cfg = FinetuneConfig.model_validate(_merge(base, ctx.cfg.finetune.options))
+    cfg = _stage_cfg("finetune", base, ctx.cfg.finetune.options)
     return _jsonable(run_finetune(cfg, ctx.out / "cohort.parquet", ctx.results["cohort"]["images_root"],
                                   ctx.out / "finetune", cache_dir=ctx.out / "cache", fresh=True, quiet=True))
 
@@ -347,15 +345,34 @@ def stage_fairness(ctx: StudyContext) -> dict:
     from cxrdistill.fairness.data import from_embeddings
     from cxrdistill.fairness.run import FairRunConfig, run_fair
 
-    cfg = FairRunConfig.model_validate(_merge({"methods": ["erm", "resample", "groupdro", "fis", "fairdi"],
+    cfg = FairRunConfig.model_validate(deep_merge({"methods": ["erm", "resample", "groupdro", "fis", "fairdi"],
                                                "seeds": [0, 1, 2], "train": {"epochs": 15}},
                                               ctx.cfg.fairness.options))
     attr = fairness_attribute(ctx)
     df = pd.read_parquet(ctx.out / "cohort.parquet")
     data = from_embeddings(df, ctx.results["embed"]["store"], ctx.cfg.tasks, attr,
                            label_policy=ctx.cfg.label_policy)
-    res = run_fair(data, cfg, ctx.out / "fairness", log=ctx.log)
+    with _threads(1):  # small heads on embeddings: one thread is fastest and immune to oversubscription
+        res = run_fair(data, cfg, ctx.out / "fairness", log=ctx.log)
     return _jsonable({"attribute": attr, "json": res["json"]})
+
+
+class _threads:
+    """Temporarily set torch's intra-op threads."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def __enter__(self):
+        import torch
+
+        self.old = torch.get_num_threads()
+        torch.set_num_threads(self.n)
+
+    def __exit__(self, *exc):
+        import torch
+
+        torch.set_num_threads(self.old)
 
 
 def stage_fair_distill(ctx: StudyContext) -> dict:
@@ -391,7 +408,7 @@ def stage_pretraining(ctx: StudyContext) -> dict:
         cache = ImageCache.open(cache_dir)
     else:
         cache = ImageCache.build(df, ctx.results["cohort"]["images_root"], ctx.cfg.size, cache_dir, progress=False)
-    opts = _merge({"label_policies": [ctx.cfg.label_policy], "tasks": ctx.cfg.tasks}, ctx.cfg.pretraining.options)
+    opts = deep_merge({"label_policies": [ctx.cfg.label_policy], "tasks": ctx.cfg.tasks}, ctx.cfg.pretraining.options)
     table = run_grid(opts, df, cache, ctx.out / "pretraining", log=ctx.log, fresh=True)
     return {"table": _jsonable(table.to_dict(orient="records"))}
 
