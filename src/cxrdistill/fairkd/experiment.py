@@ -190,6 +190,15 @@ def split_by_phase(meta: pd.DataFrame, val_fraction: float, seed: int) -> np.nda
     return np.where(phase == "test", "test", np.where(u < val_fraction, "val", "train")).astype(object)
 
 
+def _save_npy(path: Path, arr: np.ndarray) -> None:
+    """An array as .npy, written atomically (no pickles)."""
+    from cxrdistill.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.save(fh, arr if arr.dtype == np.uint8 else arr.astype(np.float32), allow_pickle=False)
+
+
 def _render(scenario: str, n: int, size: int, seed: int, cfg: FairKDStudyConfig, cache: Path | None,
             log: Callable[[str], None]) -> tuple[np.ndarray, pd.DataFrame]:
     """``synth.render_batch``, cached as images.npy + meta.parquet."""
@@ -203,12 +212,10 @@ def _render(scenario: str, n: int, size: int, seed: int, cfg: FairKDStudyConfig,
     images, meta = synth.render_batch(n, size, seed, scenario, workers=cfg.workers)
     log(f"[{scenario}] rendered {len(images)} images at {size} px in {time.perf_counter() - t0:.0f} s")
     if d is not None:
-        from cxrdistill.io import atomic_path, write_parquet
+        from cxrdistill.io import write_parquet
 
         d.mkdir(parents=True, exist_ok=True)
-        with atomic_path(d / "images.npy") as tmp:
-            with open(tmp, "wb") as fh:
-                np.save(fh, images, allow_pickle=False)
+        _save_npy(d / "images.npy", images)
         write_parquet(meta, d / "meta.parquet")
     return images, meta
 
@@ -332,9 +339,7 @@ def train_teacher(c: Cohort, cfg: FairKDStudyConfig, root: Path, log: Callable[[
             "own_head_test_auc": {k: mean_auc(c.y_all[te] if k == "observed" else
                                               c.meta[[f"true_{f}" for f in c.findings]].to_numpy(float)[te],
                                               logits[te]) for k in LABELS}}
-    with open(d / "embeddings.npy.tmp", "wb") as fh:
-        np.save(fh, T.astype(np.float32), allow_pickle=False)
-    (d / "embeddings.npy.tmp").replace(d / "embeddings.npy")
+    _save_npy(d / "embeddings.npy", T)
     from cxrdistill.io import clean_json, write_json
 
     write_json(clean_json(info), done)
@@ -408,13 +413,9 @@ def train_student(c: Cohort, T: np.ndarray, method: str, seed: int, cfg: FairKDS
     export = getattr(m, "export_student", None)
     st = export(model) if export else model.export_student()
     E, logits = forward_all(st, c.images, device=cfg.device)
-    with open(d / "embeddings.npy.tmp", "wb") as fh:
-        np.save(fh, E.astype(np.float32), allow_pickle=False)
     if logits is not None:
-        with open(d / "logits.npy.tmp", "wb") as fh:
-            np.save(fh, logits.astype(np.float32), allow_pickle=False)
-        (d / "logits.npy.tmp").replace(d / "logits.npy")
-    (d / "embeddings.npy.tmp").replace(d / "embeddings.npy")
+        _save_npy(d / "logits.npy", logits)
+    _save_npy(d / "embeddings.npy", E)  # written last: its presence (with result.json) marks the run done
     last = hist[-1] if hist else {}
     info = {"key": key, "method": method, "seed": seed, "params": params, "seconds": round(secs, 1),
             "epochs": len(hist), "student_params": count_params(st), "backbone": spec.backbone,
