@@ -30,7 +30,7 @@ def _headline(res: dict) -> str:
     rows = [
         ("parameters", f"{t.get('params', 0):,}" if t.get("params") else "—",
          f"{s.get('params', 0):,}" if s.get("params") else "—"),
-        ("images / s (same resolution, 2 threads)", _f(t.get("throughput_img_s"), "{:.0f}"),
+        ("images / s (same resolution, 1 thread each)", _f(t.get("throughput_img_s"), "{:.0f}"),
          _f(s.get("throughput_img_s"), "{:.0f}")),
         ("mean AUC, test, observed labels", _f(t.get("mean_auc")), _f(s.get("mean_auc"))),
         ("mean AUC, test, ground-truth labels", _f(t.get("mean_auc_true_labels")),
