@@ -43,20 +43,10 @@ class FairData:
 
 
 def load_cohort(path: str | Path) -> pd.DataFrame:
-    from cxrdistill.io import read_table
+    """The cohort table every stage reads (string, unique ``image_id``): the shared training-input loader."""
+    from cxrdistill.training.inputs import load_cohort as _load
 
-    df = read_table(path)
-    for c in ("image_id",):
-        if c not in df.columns:
-            raise InputError("cohort has no such column", path=path, column=c,
-                             hint="give a cohort table written by `cxrdistill cohort import`")
-    df = df.copy()
-    df["image_id"] = df["image_id"].astype(str)
-    dup = df["image_id"].duplicated()
-    if dup.any():
-        raise InputError(f"{int(dup.sum())} duplicate image_id(s), e.g. {df['image_id'][dup].iloc[0]!r}", path=path,
-                         column="image_id", hint="image ids must be unique")
-    return df
+    return _load(path)
 
 
 def _patient_split(df: pd.DataFrame, seed: int) -> pd.Series:
