@@ -21,7 +21,7 @@ from torch import nn
 
 from cxrdistill.errors import CxrError
 from cxrdistill.registry import Registry
-from cxrdistill.training.method import METHODS
+from cxrdistill.training.method import family_register
 from cxrdistill.training.methods.distill import Distill
 
 FAIR_KD: Registry = Registry("fair distillation objective")
@@ -30,13 +30,7 @@ FAIR_KD: Registry = Registry("fair distillation objective")
 def register_objective(name: str):
     """Register a FairDistill class as ``name`` in FAIR_KD and as ``fairkd_<name>`` in the training METHODS."""
 
-    def deco(cls):
-        FAIR_KD.register(name)(cls)
-        METHODS.register(f"fairkd_{name}")(cls)
-        cls.name = name
-        return cls
-
-    return deco
+    return family_register(FAIR_KD, "fairkd", name)
 
 
 def training_arrays(ds) -> dict[str, np.ndarray]:

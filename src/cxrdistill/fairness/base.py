@@ -23,7 +23,7 @@ from cxrdistill.errors import CxrError
 from cxrdistill.fairness.selection import RULES, dto_distances, select_index
 from cxrdistill.losses.classification import MaskedBCE
 from cxrdistill.registry import Registry
-from cxrdistill.training.method import METHODS, Method
+from cxrdistill.training.method import Method, family_register
 from cxrdistill.training.methods.supervised import logits_of
 
 FAIR_METHODS: Registry = Registry("fairness method")
@@ -33,13 +33,7 @@ FAIR_TASKS: Registry = Registry("fair-training task")
 def register_method(name: str):
     """Register a FairMethod class as ``name`` in FAIR_METHODS and as ``fair_<name>`` in the training METHODS."""
 
-    def deco(cls):
-        FAIR_METHODS.register(name)(cls)
-        METHODS.register(f"fair_{name}")(cls)
-        cls.name = name
-        return cls
-
-    return deco
+    return family_register(FAIR_METHODS, "fair", name)
 
 
 # ----------------------------------------------------------------------------------------------------- tasks

@@ -14,6 +14,19 @@ METHODS: Registry = Registry("training method", plugins=("cxrdistill.training.me
                                                         "cxrdistill.fairkd", "cxrdistill.pretraining.methods"))
 
 
+def family_register(family: Registry, prefix: str, name: str):
+    """Class decorator: register a method in its family's registry as ``name`` and in :data:`METHODS` as
+    ``<prefix>_<name>`` (fairness methods, fairness-aware distillation objectives …)."""
+
+    def deco(cls):
+        family.register(name)(cls)
+        METHODS.register(f"{prefix}_{name}")(cls)
+        cls.name = name
+        return cls
+
+    return deco
+
+
 class Method:
     """Base class. Subclasses implement :meth:`training_step`; everything else has a sensible default."""
 
