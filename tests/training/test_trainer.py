@@ -70,6 +70,18 @@ def test_grad_accumulation_equals_large_batch():
     assert torch.allclose(run(64, 1), run(16, 4), atol=1e-6)
 
 
+def test_last_batch_of_one_is_folded_so_batchnorm_trains():
+    """65 samples at batch 32: the lone 65th sample joins the second batch instead of crashing BatchNorm."""
+    model = torch.nn.Sequential(torch.nn.Linear(32, 16), torch.nn.BatchNorm1d(16), torch.nn.ReLU(),
+                                torch.nn.Linear(16, 2))
+    cfg = TrainConfig(epochs=2, batch_size=32, lr=1e-2, progress=False)
+    tr = Trainer(model, Supervised(), _emb_data(65, 0), None, cfg)
+    assert tr.steps_per_epoch == 2
+    hist = tr.fit()
+    assert [h["train_samples"] for h in hist] == [65, 65]  # every sample is still seen each epoch
+    assert tr.global_step == 4
+
+
 def test_divergence_is_a_clear_error():
     d = _emb_data(64, 0)
     d.arrays["x"][0, 0] = float("nan")

@@ -256,11 +256,6 @@ def prepare_cohort(scenario: str, cfg: FairKDStudyConfig, cache: Path | None, lo
 
 
 # ------------------------------------------------------------------------------------------------------- models
-def _trim(rows: np.ndarray, batch_size: int) -> np.ndarray:
-    """Drop one row when the last training batch would hold a single image (BatchNorm cannot train on it)."""
-    return rows[:-1] if len(rows) % batch_size == 1 else rows
-
-
 def _batches(images, rows, **arrays):
     from cxrdistill.training.inputs import ImageBatches
 
@@ -312,7 +307,7 @@ def train_teacher(c: Cohort, cfg: FairKDStudyConfig, root: Path, log: Callable[[
         shutil.rmtree(d)  # another configuration's checkpoint must not be resumed
     d.mkdir(parents=True, exist_ok=True)
     kf.write_text(json.dumps({"key": key}))
-    tr, va = _trim(c.idx["train"], spec.batch_size), c.idx["val"]
+    tr, va = c.idx["train"], c.idx["val"]
     torch.manual_seed(cfg.data_seed)
     net = CxrNet(spec.backbone, in_chans=1, embed_dim=spec.embed_dim, num_classes=len(c.findings),
                  head_on="embedding")
@@ -387,7 +382,6 @@ def train_student(c: Cohort, T: np.ndarray, method: str, seed: int, cfg: FairKDS
     d.mkdir(parents=True, exist_ok=True)
     kf.write_text(json.dumps({"key": key}))
     tr, va = c.distill_rows(c.idx["train"]), c.idx["val"]
-    tr = _trim(tr, spec.batch_size)
     t_mean = t_std = None
     if spec.standardize:
         t_mean, t_std = target_stats(T[tr])

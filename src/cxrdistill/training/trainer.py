@@ -129,7 +129,7 @@ class Trainer:
         n = self._epoch_length()
         per_rank = math.ceil(n / self.dist.world_size)
         b = max(1, self.cfg.batch_size // self.dist.world_size)
-        steps = math.ceil(per_rank / b)
+        steps = len(_chunk_bounds(per_rank, b, fold_singleton=True))
         if self.cfg.max_steps_per_epoch:
             steps = min(steps, self.cfg.max_steps_per_epoch)
         return max(1, math.ceil(steps / self.cfg.grad_accum))
@@ -178,17 +178,20 @@ class Trainer:
             order = order[self.dist.rank:: self.dist.world_size]
         return order
 
-    def _batches(self, data, order, batch_size: int):
-        """Yield dict batches for the given index order (fast tensor gather when the dataset supports it)."""
+    def _batches(self, data, order, batch_size: int, fold_singleton: bool = False):
+        """Yield dict batches for the given index order (fast tensor gather when the dataset supports it).
+        ``fold_singleton`` (training) folds a lone last sample into the batch before it: BatchNorm cannot train on
+        a batch of one."""
         import torch
 
+        bounds = _chunk_bounds(len(order), batch_size, fold_singleton)
         if hasattr(data, "get_batch"):
-            for s in range(0, len(order), batch_size):
-                yield data.get_batch(order[s: s + batch_size])
+            for s, e in bounds:
+                yield data.get_batch(order[s:e])
             return
         from torch.utils.data import DataLoader
 
-        chunks = [order[s: s + batch_size].tolist() for s in range(0, len(order), batch_size)]
+        chunks = [order[s:e].tolist() for s, e in bounds]
         loader = DataLoader(data, batch_sampler=chunks, num_workers=self.cfg.num_workers,
                             persistent_workers=False, pin_memory=self.device.type == "cuda",
                             generator=torch.Generator().manual_seed(self.cfg.seed + 7919 * self.epoch))
@@ -316,7 +319,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         micro = 0
         n_seen = 0
-        for batch in self._batches(self.train_data, order, b):
+        for batch in self._batches(self.train_data, order, b, fold_singleton=True):
             if micro >= max_micro:
                 break
             batch = self._to_device(batch)
@@ -393,6 +396,15 @@ class Trainer:
                 outs.append(fn(self.model, b).float().cpu())
         self.model.train()
         return torch.cat(outs) if outs else torch.empty(0)
+
+
+def _chunk_bounds(n: int, batch_size: int, fold_singleton: bool = False) -> list[tuple[int, int]]:
+    """``(start, end)`` of consecutive batches over ``n`` samples; with ``fold_singleton`` a last batch of one
+    sample is merged into the batch before it."""
+    bounds = [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
+    if fold_singleton and len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] == 1:
+        bounds[-2:] = [(bounds[-2][0], n)]
+    return bounds
 
 
 def _bs(batch: dict) -> int:
