@@ -11,7 +11,7 @@ PYTEST_WORKERS ?= 2
 export HF_HUB_OFFLINE := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: venv demo test bench browser clean lint
+.PHONY: venv demo test bench browser clean lint readme
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,9 @@ test: venv browser
 
 bench: venv
 	$(PY) -m cxrdistill.bench --out BENCHMARKS.md
+
+readme:
+	python3 tools/build_readme.py
 
 clean:
 	rm -rf runs .pytest_cache
