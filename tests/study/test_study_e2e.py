@@ -83,6 +83,21 @@ def test_failing_stage_is_named_and_earlier_stages_survive(study_run, tmp_path):
     assert (out / "student" / "student.safetensors").exists()
 
 
+def test_report_failure_is_one_clear_error_and_keeps_the_results(study_run, monkeypatch):
+    cfg, out, _ = study_run
+    import cxrdistill.report.study_report as sr
+    from cxrdistill.study.run import run_study
+
+    def broken(*a, **k):
+        raise KeyError("no_such_section")
+
+    monkeypatch.setattr(sr, "write_report", broken)
+    with pytest.raises(CxrError, match=r"writing the report failed: KeyError.*report\.error\.txt.*re-run"):
+        run_study(cfg, out, log=lambda s: None)
+    assert "no_such_section" in (out / "report.error.txt").read_text()
+    assert json.loads((out / "results.json").read_text())["teacher"]["params"] > 0
+
+
 def test_report_opens_in_headless_chromium(study_run, tmp_path):
     from cxrdistill.report.browser import check_page
 
@@ -92,6 +107,8 @@ def test_report_opens_in_headless_chromium(study_run, tmp_path):
     for heading in ("Teacher and student at a glance", "The cohort", "Subgroup performance", "Feature space",
                     "Attribute probes", "inherit", "Fair training"):
         assert heading in html, heading
+    # the planted mechanisms of the synthetic cohort, in words, and the split sizes
+    assert "30% of positives labelled 0" in html and "laminar" in html and "split by patient: train " in html
     shot = tmp_path / "report.png"
     r = check_page(out / "report.html", shot)
     assert r["console_errors"] == [] and r["page_errors"] == []

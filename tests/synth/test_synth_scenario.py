@@ -90,3 +90,15 @@ def test_named_scenarios_plant_what_they_say():
     assert mixed["Black"]["share"] < 0.3 and mixed["Black"]["underdiagnosis"]["edema"] > 0
     pre = SCENARIOS.create("pretrain")
     assert set(pre.sites).isdisjoint(SCENARIOS.create("acquisition").sites)
+
+
+def test_mechanisms_list_every_planted_knob_and_nothing_neutral():
+    rows = SCENARIOS.create("mixed").mechanisms()
+    by = {(r["group"], r["mechanism"]): r["planted"] for r in rows}
+    assert by[("Black", "underdiagnosis")] == "every disease 30% of positives labelled 0"
+    assert by[("Black", "acquisition sites")] == "site A 30% · site B 70%"
+    assert "pneumothorax" in by[("White", "shortcut")] and "swapped" in by[("White", "shortcut")]
+    assert by[("Asian", "manifestation")].startswith("pleural_effusion drawn laminar")
+    assert ("White", "underdiagnosis") not in by and ("site B", "acquisition") in by
+    neutral = SCENARIOS.create("none").mechanisms()
+    assert {r["mechanism"] for r in neutral} == {"representation"}

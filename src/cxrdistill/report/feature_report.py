@@ -224,34 +224,44 @@ def compare_html(result, figures_html: str = "") -> str:
     parts = [section("Verdicts", [table(summ), figures_html],
                      reading=f"Each model against the reference {ref}: 'reduced' / 'amplified' only when the change "
                              f"is significant (p_adj < {s['alpha']}, {s['correction']}); otherwise 'inherited'.")]
-    t = result.tidy
     kinds = [("performance", "Performance gaps"), ("features", "Feature space"), ("probes", "Attribute probes")]
     for kind, title in kinds:
-        sub = t[t["kind"] == kind]
-        if sub.empty:
-            continue
-        key = ["metric", "task", "attribute", "group_a", "group_b"]
-        rows = []
-        for k, g in sub.groupby(key, dropna=False, sort=False):
-            rec = {"metric": k[0], "task": _s(k[1]), "attribute": _s(k[2]),
-                   "groups": _s(k[3]) + (f" vs {_s(k[4])}" if _s(k[4]) else "")}
-            for m in models:
-                r = g[g["model"] == m]
-                if r.empty:
-                    rec[m] = ""
-                    continue
-                r = r.iloc[0]
-                v = "" if pd.isna(r["value"]) else (f"{int(r['value'])}/{int(r['n'])}" if r["test"] == "proportion"
-                                                     and not pd.isna(r["n"]) else f"{r['value']:.3f}")
-                rec[m] = (v + " " + _ci_str(r["ci_low"], r["ci_high"])).strip()
-                if m != ref:
-                    rec[f"Δ {m}"] = "" if pd.isna(r["delta"]) else f"{r['delta']:+.3f}"
-                    rec[f"p_adj {m}"] = _fmt_p(r["p_adj"])
-                    rec[f"verdict {m}"] = r["verdict"] or (r["note"] or "")
-            rows.append(rec)
-        parts.append(section(title, [table(pd.DataFrame(rows).fillna(""), max_rows=400)]))
+        wide = side_by_side(result.tidy, models, ref, kinds=[kind])
+        if not wide.empty:
+            parts.append(section(title, [table(wide, max_rows=400)]))
     parts.append(section("Method", [paragraph(s["method"])]))
     return page("Bias propagation", parts, subtitle="Audits compared: " + ", ".join(models))
+
+
+def side_by_side(tidy: pd.DataFrame, models: list[str], ref: str, kinds: list[str] | None = None,
+                 metrics: list[str] | None = None) -> pd.DataFrame:
+    """One row per compared quantity: every model's value [CI] side by side, and for each non-reference model its
+    Δ, adjusted p and verdict (from ``compare_bundles``' tidy table)."""
+    t = tidy
+    if kinds is not None:
+        t = t[t["kind"].isin(kinds)]
+    if metrics is not None:
+        t = t[t["metric"].isin(metrics)]
+    key = ["metric", "task", "attribute", "group_a", "group_b"]
+    rows = []
+    for k, g in t.groupby(key, dropna=False, sort=False):
+        rec = {"metric": k[0], "task": _s(k[1]), "attribute": _s(k[2]),
+               "groups": _s(k[3]) + (f" vs {_s(k[4])}" if _s(k[4]) else "")}
+        for m in models:
+            r = g[g["model"] == m]
+            if r.empty:
+                rec[m] = ""
+                continue
+            r = r.iloc[0]
+            v = "" if pd.isna(r["value"]) else (f"{int(r['value'])}/{int(r['n'])}" if r["test"] == "proportion"
+                                                 and not pd.isna(r["n"]) else f"{r['value']:.3f}")
+            rec[m] = (v + " " + _ci_str(r["ci_low"], r["ci_high"])).strip()
+            if m != ref:
+                rec[f"Δ {m}"] = "" if pd.isna(r["delta"]) else f"{r['delta']:+.3f}"
+                rec[f"p_adj {m}"] = _fmt_p(r["p_adj"])
+                rec[f"verdict {m}"] = r["verdict"] or (r["note"] or "")
+        rows.append(rec)
+    return pd.DataFrame(rows).fillna("")
 
 
 def _s(x) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import re
 from typing import Any, Iterable
 
 CSS = """
@@ -11,7 +12,8 @@ body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:11
 color:#1d232a;line-height:1.45}
 h1{font-size:1.7em;border-bottom:2px solid #2b6cb0;padding-bottom:.2em}h2{margin-top:1.8em;color:#2b4c7e}
 table{border-collapse:collapse;margin:.6em 0;font-size:.88em}th,td{border:1px solid #cfd6de;padding:.25em .55em;
-text-align:right}th{background:#eef2f7}td:first-child,th:first-child{text-align:left}
+text-align:left;white-space:nowrap}td:last-child{white-space:normal}.scroll{overflow-x:auto}th{background:#eef2f7}
+td.n{text-align:right}
 figure{margin:1em 0}figcaption{font-size:.9em;color:#44515f;margin-top:.3em}img{max-width:100%}
 .reading{background:#f4f8fc;border-left:4px solid #2b6cb0;padding:.4em .8em;margin:.5em 0}
 .muted{color:#6b7785;font-size:.85em}.bad{color:#b02a2a}.good{color:#1e7b34}
@@ -40,6 +42,15 @@ def figure(fig, caption: str, alt: str | None = None) -> str:
             f'<figcaption>{esc(caption)}</figcaption></figure>')
 
 
+_NUMERIC = re.compile(r"[-+−]?(\d|\.\d|\[)")
+
+
+def _td(text: str) -> str:
+    """A cell; numbers (and intervals) are right-aligned."""
+    cls = ' class="n"' if _NUMERIC.match(text) else ""
+    return f"<td{cls}>{esc(text)}</td>"
+
+
 def table(df, float_fmt: str = "{:.3f}", max_rows: int = 500) -> str:
     """A pandas DataFrame as an escaped HTML table (no raw HTML from cells ever passes through)."""
     import math
@@ -54,10 +65,44 @@ def table(df, float_fmt: str = "{:.3f}", max_rows: int = 500) -> str:
                 s = "" if math.isnan(v) else float_fmt.format(v)
             else:
                 s = "" if v is None else str(v)
-            cells.append(f"<td>{esc(s)}</td>")
+            cells.append(_td(s))
         rows.append("<tr>" + "".join(cells) + "</tr>")
     more = f'<p class="muted">{len(df) - max_rows} more rows not shown</p>' if len(df) > max_rows else ""
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>{more}"
+    body = "".join(rows)
+    return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>{more}'
+
+
+def markdown_tables(text: str) -> str:
+    """The Markdown our own writers produce (``### title`` or ``**title**`` lines, pipe tables, plain lines) as
+    escaped HTML: headings become ``<h3>``, tables ``<table>``, other lines paragraphs. Nothing passes unescaped."""
+    out: list[str] = []
+    rows: list[list[str]] = []
+
+    def flush() -> None:
+        if rows:
+            head = "".join(f"<th>{esc(c)}</th>" for c in rows[0])
+            body = "".join("<tr>" + "".join(_td(c) for c in r) + "</tr>" for r in rows[1:])
+            out.append(f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>')
+            rows.clear()
+
+    for line in text.splitlines():
+        s = line.strip()
+        if s.startswith("|") and s.endswith("|"):
+            cells = [c.strip() for c in s[1:-1].split("|")]
+            if not all(set(c) <= set("-: ") and c for c in cells):  # skip the |---|---| rule
+                rows.append(cells)
+            continue
+        flush()
+        if not s:
+            continue
+        if s.startswith("#"):
+            out.append(f"<h3>{esc(s.lstrip('#').strip())}</h3>")
+        elif s.startswith("**") and s.endswith("**") and len(s) > 4:
+            out.append(f"<h3>{esc(s[2:-2])}</h3>")
+        else:
+            out.append(f'<p class="muted">{esc(s)}</p>')
+    flush()
+    return "".join(out)
 
 
 def section(title: str, body_html: Iterable[str] | str, reading: str | None = None, anchor: str | None = None) -> str:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from cxrdistill.io import atomic_open
-from cxrdistill.report.html import esc, figure, page, paragraph, section, table
+from cxrdistill.report.html import esc, figure, markdown_tables, page, paragraph, section, table
 
 
 def _png(path: Path, caption: str) -> str:
@@ -62,13 +62,39 @@ def _cohort(run_dir: Path, res: dict) -> str:
         parts.append(table(pd.DataFrame(prev, columns=["finding", "positive", "uncertain", "prevalence"])))
     planted = c.get("planted")
     if planted:
-        parts.append("<details><summary>Planted bias mechanisms (true values)</summary><pre>"
-                     f"{esc(json.dumps(planted.get('scenario', planted), indent=1)[:6000])}</pre></details>")
+        parts.append(_planted(planted))
     parts.append(_png(run_dir / "figures" / "synth_preview.png",
                       "Synthetic radiographs with their labels: a look at what the models see."))
-    reading = (f"{summ.get('images', '?')} images of {summ.get('patients', '?')} patients; splits "
-               f"{c.get('splits')}.")
+    splits = c.get("splits") or {}
+    split_txt = " · ".join(f"{k} {v:,}" for k, v in sorted(splits.items(), key=lambda kv: _SPLIT_ORDER.get(kv[0], 9)))
+    reading = (f"{summ.get('images', '?')} images of {summ.get('patients', '?')} patients"
+               + (f"; split by patient: {split_txt}." if split_txt else "."))
     return section("The cohort", parts, reading=reading, anchor="cohort")
+
+
+_SPLIT_ORDER = {"train": 0, "val": 1, "test": 2}
+
+
+def _planted(planted: dict) -> str:
+    """The synthetic cohort's planted mechanisms as a table (the raw scenario JSON folded underneath)."""
+    import pandas as pd
+
+    from cxrdistill.errors import CxrError
+    from cxrdistill.synth.scenario import scenario_from_dict
+
+    raw = planted.get("scenario", planted)
+    out = []
+    try:
+        scen = scenario_from_dict(raw)
+    except CxrError:
+        scen = None
+    if scen is not None:
+        out.append(f"<p><b>Planted bias</b> (scenario <code>{esc(scen.name)}</code>, by {esc(scen.attribute)}): "
+                   f"{esc(scen.description)}</p>")
+        out.append(table(pd.DataFrame(scen.mechanisms())))
+    out.append("<details><summary>The scenario as recorded (scenario.json)</summary><pre>"
+               f"{esc(json.dumps(raw, indent=1)[:6000])}</pre></details>")
+    return "".join(out)
 
 
 def _performance(run_dir: Path, res: dict) -> str:
@@ -160,14 +186,32 @@ def _features(run_dir: Path, res: dict) -> str:
             parts.append(paragraph(f"{who}: {ft.get('n_significant')} of {ft.get('n_tests')} KS tests significant "
                                    f"after correction; bias score {_f(ft.get('bias_score'))}."))
         for png in sorted(d.glob("features_*.png")):
-            kind = png.stem.removeprefix("features_").replace("_", " ")
-            parts.append(_png(png, f"{who} — {kind}: groups whose densities separate along a mode are encoded "
-                                   f"differently by the model."))
+            parts.append(_png(png, f"{who} — {_feature_caption(png.stem.removeprefix('features_'))}"))
     if not parts:
         return ""
     return section("Feature space: do the embeddings differ by group?", parts,
                    reading="PCA modes of the test embeddings, two-sample KS tests between groups (BY-corrected), "
                            "t-SNE, and the variance-weighted bias score of seed 000.", anchor="features")
+
+
+def _feature_caption(kind: str) -> str:
+    """The one-line reading of a feature-audit figure, from its file name (ks_heatmap, pca12_sex, tsne_race …)."""
+    import re
+
+    if kind == "ks_heatmap":
+        return ("−log10 BY-adjusted p of the KS test per PCA mode and group pair (stars: significant): dark "
+                "cells are modes along which the groups' embeddings differ.")
+    if kind == "pca_variance":
+        return "variance explained per PCA mode: the bias score weights the significant modes by these fractions."
+    m = re.fullmatch(r"pca(\d)(\d)_(.+)", kind)
+    if m:
+        return (f"PCA modes {m[1]} and {m[2]} coloured by {m[3]}, with marginal densities: marginals that separate "
+                f"mean the embedding encodes {m[3]} along that mode.")
+    m = re.fullmatch(r"tsne_(.+)", kind)
+    if m:
+        return (f"t-SNE of the test embeddings coloured by {m[1]}: regions of one colour mean {m[1]} can be read "
+                f"from the embedding.")
+    return kind.replace("_", " ")
 
 
 def _probes(run_dir: Path, res: dict) -> str:
@@ -189,23 +233,38 @@ def _probes(run_dir: Path, res: dict) -> str:
                    anchor="probes")
 
 
+_HEADLINE_GAPS = ["auc_gap", "tpr_gap", "fpr_gap", "n_significant", "bias_score", "probe_auc"]
+
+
 def _propagation(run_dir: Path, res: dict) -> str:
     import pandas as pd
+
+    from cxrdistill.report.feature_report import side_by_side
 
     p = run_dir / "audit" / "compare" / "compare.parquet"
     if not p.exists():
         return ""
     d = pd.read_parquet(p)
-    keep = [c for c in d.columns if c in ("model", "kind", "metric", "task", "attribute", "group_a", "group_b",
-                                          "value", "ref_value", "ci_low", "ci_high", "p_adj", "verdict")]
-    d = d[keep] if keep else d
-    counts = d["verdict"].value_counts().to_dict() if "verdict" in d.columns else {}
-    parts = [table(d, max_rows=80)]
-    png = run_dir / "audit" / "compare" / "compare_gaps.png"
-    parts.insert(0, _png(png, "Every gap of the teacher against the same gap of the student, with CIs."))
+    models = list(dict.fromkeys(d["model"]))
+    ref = str(d["reference"].iloc[0]) if "reference" in d.columns and len(d) else models[0]
+    wide = side_by_side(d, models, ref, metrics=_HEADLINE_GAPS)
+    if not wide.empty:
+        order = {m: i for i, m in enumerate(_HEADLINE_GAPS)}
+        wide = wide.sort_values(["metric", "attribute", "task"], key=lambda c: c.map(order) if c.name == "metric"
+                                else c, kind="stable").drop(columns=["groups"])
+    summary = (res.get("propagation") or {})
+    counts = "; ".join(f"{m}: " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in c.items())
+                       for m, c in summary.items()) or "no comparison"
+    parts = [_png(run_dir / "audit" / "compare" / "compare_gaps.png",
+                  "Every bias quantity of the teacher next to the same quantity of each student (±1.96 SE): "
+                  "overlapping bars mean the gap was passed on."),
+             table(wide, max_rows=200),
+             paragraph(f"Headline gaps only (AUC/TPR/FPR gaps per finding, KS tests, bias score, attribute probes); "
+                       f"every compared quantity, pairwise differences included, is in "
+                       f"audit/compare/report.html and compare.parquet.", cls="muted")]
     return section("Did the student inherit the teacher's bias?", parts,
-                   reading="Verdicts per gap: " + (", ".join(f"{k}: {v}" for k, v in counts.items()) or "none") +
-                           " (a gap counts as reduced/amplified only when the change is significant).",
+                   reading=f"Verdicts over every tested gap — {counts}. A gap counts as reduced or amplified only "
+                           f"when the change is significant after BY correction; otherwise it was inherited.",
                    anchor="propagation")
 
 
@@ -223,8 +282,8 @@ def _fairness(run_dir: Path, res: dict) -> str:
     parts.append(_png(run_dir / "fairness" / "pareto.png",
                       "Overall AUC against AUC gap per method (up and left is better): the Pareto front."))
     if md.exists():
-        parts.append(f"<details><summary>Full table (mean ± std over seeds, tests against ERM)</summary><pre>"
-                     f"{esc(md.read_text()[:8000])}</pre></details>")
+        parts.append("<details><summary>Full table: per-group AUC, mean ± std over seeds, paired tests against "
+                     f"ERM</summary>{markdown_tables(md.read_text(encoding='utf-8'))}</details>")
     return section(f"Fair training on the teacher's embeddings (attribute: {res.get('fairness_attribute')})", parts,
                    reading=f"Smallest AUC gap: {best}. Heads trained on the frozen API embeddings — the most a user "
                            f"of a black-box model can do.", anchor="fairness")
@@ -247,15 +306,24 @@ def _pretraining(run_dir: Path, res: dict) -> str:
     rows = res.get("pretraining")
     if not rows:
         return ""
-    df = pd.DataFrame(rows)
-    parts = [table(df)]
+    md = run_dir / "pretraining" / "table.md"
+    parts = [markdown_tables(md.read_text(encoding="utf-8")) if md.exists() else table(pd.DataFrame(rows))]
     for png in sorted((run_dir / "pretraining").glob("*.png")):
-        parts.append(_png(png, f"{png.stem.replace('_', ' ')}: train (solid) and validation (dashed) loss — "
-                               f"diverging curves are overfitting, seed 003's main observation."))
+        if png.stem == "auc":
+            caption = ("Mean test AUC per initialisation with 95% bootstrap CIs: intervals clear of random init's are "
+                       "initialisations that help.")
+        else:
+            caption = (f"{png.stem.replace('_', ' ')}: train (solid) and validation (dashed) loss per "
+                       f"initialisation — diverging curves are overfitting, seed 003's main observation.")
+        parts.append(_png(png, caption))
+    means = [r for r in rows if r.get("task") == "mean" and r.get("labels", "observed") == "observed"]
+    best = max(means, key=lambda r: r.get("auc") or 0, default=None)
+    lead = (f"Best: {best.get('init_label', best.get('init'))} (mean AUC {_f(best.get('auc'))}). "
+            if best else "")
     return section("Which initialisation helps? (seed 003)", parts,
-                   reading="Random vs ImageNet (efficientnet-lite0 weights) vs in-domain supervised vs Barlow Twins, "
-                           "fine-tuned on this cohort. Synthetic images are not real ones: read the ranking, "
-                           "not the absolute AUCs.", anchor="pretraining")
+                   reading=lead + "Random vs ImageNet (efficientnet-lite0 weights) vs in-domain supervised vs "
+                           "Barlow Twins, fine-tuned on this cohort. Synthetic images are not real ones: read the "
+                           "ranking, not the absolute AUCs.", anchor="pretraining")
 
 
 def render_report(run_dir: str | Path, res: dict, cfg: Any = None) -> str:

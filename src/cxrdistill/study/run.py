@@ -40,7 +40,17 @@ def run_study(config: str | Path | None, out: str | Path, *, overrides: dict | N
     write_json(clean_json(results), out / "results.json")
     from cxrdistill.report.study_report import write_report
 
-    write_report(out, results, cfg)
+    try:
+        write_report(out, results, cfg)
+    except Exception as e:  # a report bug must not hide the finished stages behind a traceback
+        import traceback
+
+        from cxrdistill.errors import CxrError
+
+        err = out / "report.error.txt"
+        err.write_text(traceback.format_exc(), encoding="utf-8")
+        raise CxrError(f"writing the report failed: {type(e).__name__}: {e} (traceback in {err}); every stage's "
+                       f"results and {out / 'results.json'} are kept — re-run the same command once fixed") from None
     _log(f"results: {out / 'results.json'}; report: {out / 'report.html'}")
     return results
 

@@ -258,6 +258,51 @@ class Scenario(BaseModel):
             }
         return out
 
+    def mechanisms(self) -> list[dict[str, str]]:
+        """The planted mechanisms as rows ``{group, mechanism, planted}`` — only knobs that differ from neutral."""
+        def pct(x: float) -> str:
+            return f"{100 * x:.0f}%"
+
+        def per_finding(table: dict[str, float], fmt) -> str:
+            return ", ".join(f"{'every disease' if f == 'all' else f} {fmt(v)}" for f, v in table.items())
+
+        rows = []
+        for gname, g in self.groups.items():
+            rows.append({"group": gname, "mechanism": "representation", "planted": f"{pct(g.share)} of patients"})
+            if any(v != 1 for v in g.prevalence.values()):
+                rows.append({"group": gname, "mechanism": "prevalence",
+                             "planted": per_finding(g.prevalence, lambda v: f"×{v:g}")})
+            if any(v for v in g.underdiagnosis.values()):
+                rows.append({"group": gname, "mechanism": "underdiagnosis",
+                             "planted": per_finding(g.underdiagnosis, lambda v: f"{pct(v)} of positives labelled 0")})
+            if len(self.sites) > 1:
+                rows.append({"group": gname, "mechanism": "acquisition sites",
+                             "planted": " · ".join(f"site {k} {pct(v / sum(g.sites.values()))}"
+                                                   for k, v in g.sites.items())})
+            if g.shortcut:
+                sc = g.shortcut
+                rows.append({"group": gname, "mechanism": "shortcut",
+                             "planted": f"{sc.shape} marker ({sc.corner.replace('_', ' ')}) on "
+                                        f"{pct(sc.p_positive)} of {sc.finding} positives vs {pct(sc.p_negative)} of "
+                                        f"negatives in training; at test {_SHORTCUT_TEST[sc.test]}"})
+            if g.manifestation:
+                rows.append({"group": gname, "mechanism": "manifestation",
+                             "planted": ", ".join(f"{f} drawn {v} (others: {MANIFESTATIONS[f][0]})"
+                                                  for f, v in g.manifestation.items())})
+            if any(v != 1 for v in g.visibility.values()):
+                rows.append({"group": gname, "mechanism": "visibility",
+                             "planted": per_finding(g.visibility, lambda v: f"intensity ×{v:g}")})
+        if len(self.sites) > 1:
+            for name, site in self.sites.items():
+                rows.append({"group": f"site {name}", "mechanism": "acquisition",
+                             "planted": f"contrast {site.contrast:g}, brightness {site.brightness:+g}, noise "
+                                        f"{site.noise:g}, blur {site.blur:g}, AP views {pct(site.ap_share)}, "
+                                        f"marker '{site.marker}' {site.marker_corner.replace('_', ' ')}"})
+        return rows
+
+
+_SHORTCUT_TEST = {"flip": "the two rates are swapped", "independent": "it no longer follows the finding",
+                  "same": "it stays as in training"}
 
 SCENARIOS: Registry[Scenario] = Registry("synthetic scenario")
 
