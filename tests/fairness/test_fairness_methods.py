@@ -280,3 +280,22 @@ def test_fairdi_student_step_alone_with_teachers_on_other_inputs(tiny):
     res = m.fit_student(head(), teachers, with_t(tr), with_t(va), fast_cfg(epochs=1))
     assert math.isfinite(res.history[0]["train_kd"]) and res.history[0]["train_task"] >= 0
     assert not any(p.requires_grad for t in teachers for p in t.parameters())  # teachers stay fixed
+
+
+def test_groupdro_keeps_one_q_across_torchrun_ranks(tmp_path):
+    """Under torchrun the group losses that move q are summed over all ranks' batches, so both ranks end with the
+    same q (each rank sees different samples: without the all-reduce the two q's drift apart)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    here = Path(__file__).parent
+    torchrun = Path(sys.executable).parent / "torchrun"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", str(here / "groupdro_ddp_script.py"),
+                    str(tmp_path)], check=True, env=env, timeout=300, capture_output=True)
+    q0, q1 = (json.loads((tmp_path / f"q{r}.json").read_text()) for r in (0, 1))
+    assert q0 == q1
+    assert abs(sum(q0) - 1) < 1e-9 and max(q0) > 0.55  # q moved toward the harder (minority) group

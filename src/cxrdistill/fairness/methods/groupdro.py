@@ -9,13 +9,15 @@ Online exponentiated-gradient ascent on the group weights q (reference: kohpangw
 
 Defaults as in the reference code: η = 0.01 (``--robust_step_size``), C = 0 (``--generalization_adjustment``),
 q starts uniform; batches are group-balanced (the paper's reweighted sampling). q is part of the method state, so a
-resumed run continues with the same weights.
+resumed run continues with the same weights. Under torchrun the group losses that move q are summed over every
+rank's batch (one all-reduce of 2 × groups numbers per step), so that all ranks keep the same q.
 """
 from __future__ import annotations
 
 import torch
 
 from cxrdistill.fairness.base import FairMethod, balanced_weights, dataset_groups, register_method
+from cxrdistill.training.distributed import all_reduce_sum
 
 
 @register_method("groupdro")
@@ -41,10 +43,15 @@ class GroupDRO(FairMethod):
         g = dataset_groups(dataset)
         return None if g is None else balanced_weights(g)
 
+    def group_sums(self, losses: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        """(2, groups): the summed per-sample loss and the number of samples of each group in the batch."""
+        onehot = (g.reshape(1, -1) == torch.arange(self.n_groups, device=g.device).reshape(-1, 1)).to(losses.dtype)
+        return torch.stack([onehot @ losses, onehot.sum(1)])
+
     def group_losses(self, losses: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
         """Mean per-sample loss of each group in the batch (0 for a group without samples)."""
-        onehot = (g.reshape(1, -1) == torch.arange(self.n_groups, device=g.device).reshape(-1, 1)).to(losses.dtype)
-        return (onehot @ losses) / onehot.sum(1).clamp_min(1.0)
+        s = self.group_sums(losses, g)
+        return s[0] / s[1].clamp_min(1.0)
 
     def update_q(self, group_loss: torch.Tensor) -> None:
         counts = torch.as_tensor(self.group_counts if self.group_counts is not None else [1] * self.n_groups,
@@ -58,7 +65,8 @@ class GroupDRO(FairMethod):
         losses = self.task.per_sample_loss(logits, batch["y"])
         gl = self.group_losses(losses, batch["g"])
         if torch.is_grad_enabled():  # training, not a no-grad evaluation pass
-            self.update_q(gl)
+            s = all_reduce_sum(self.group_sums(losses.detach(), batch["g"]))  # every rank's batch
+            self.update_q(s[0] / s[1].clamp_min(1.0))
         loss = (self.q.to(gl.device, gl.dtype) * gl).sum()
         return loss, {f"q{k}": float(v) for k, v in enumerate(self.q)}
 
