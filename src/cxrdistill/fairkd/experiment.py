@@ -91,7 +91,7 @@ class FairKDStudyConfig(_Strict):
     attr_probe_folds: int = Field(3, ge=2)
     workers: int = Field(2, ge=1, description="processes rendering the synthetic images")
     jobs: int = Field(1, ge=1, description="scenarios run in parallel processes (each with threads / jobs threads)")
-    device: str = "cpu"
+    device: str = Field("cpu", description="cpu | cuda | auto (CUDA when present)")
 
     @field_validator("seeds")
     @classmethod
@@ -121,20 +121,24 @@ def make_config(config: FairKDStudyConfig | dict | None = None, **overrides: Any
     return cfg
 
 
-def _check_names(cfg: FairKDStudyConfig) -> None:
+def _check_names(cfg: FairKDStudyConfig, synthetic: bool = True) -> None:
+    """Method names must exist; for the synthetic measurement also its scenario, task and attribute names (a study's
+    own cohort brings its own tasks and attribute, checked against its table)."""
     from cxrdistill.cohorts.schema import CHEXPERT_FINDINGS
     from cxrdistill.fairkd import FAIR_KD
     from cxrdistill.synth import SCENARIOS
 
-    for s in cfg.scenarios:
-        if s not in SCENARIOS:
-            raise InputError(f"unknown scenario {s!r}", hint=f"use one of: {', '.join(SCENARIOS.names())}")
     for m in cfg.methods:
         FAIR_KD.get(m)
     bad = set(cfg.method_params) - set(cfg.methods)
     if bad:
         raise InputError(f"method_params for method(s) not run: {sorted(bad)}",
                          hint=f"methods: {', '.join(cfg.methods)}")
+    if not synthetic:
+        return
+    for s in cfg.scenarios:
+        if s not in SCENARIOS:
+            raise InputError(f"unknown scenario {s!r}", hint=f"use one of: {', '.join(SCENARIOS.names())}")
     for t in cfg.tasks:
         if t not in CHEXPERT_FINDINGS:
             raise InputError(f"unknown task {t!r}", hint=f"use findings of: {', '.join(CHEXPERT_FINDINGS)}")
@@ -267,6 +271,8 @@ def forward_all(net, images: np.ndarray, batch_size: int = 256, device: str = "c
     """(embedding (n, D), logits (n, K) or None) of a CxrNet over every image, normalised as in training."""
     import torch
 
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     data = _batches(images, np.arange(len(images)))
     net = net.to(device).eval()
     embs, logits = [], []
@@ -442,7 +448,7 @@ def score_rows(scores: np.ndarray, c: Cohort, **keys: Any) -> list[dict]:
     te = c.idx["test"]
     groups = np.array(c.group_names, dtype=object)[c.g[te]]
     rows = []
-    for labels in LABELS:
+    for labels in (lab for lab in LABELS if lab in c.y):  # a real cohort has no ground truth
         rows += tidy_rows(c.y[labels][te], scores, groups, c.tasks, c.group_names, labels=labels, **keys)
     return rows
 

@@ -23,6 +23,12 @@ TESTED = ("auc", "worst_group_auc", "auc_gap", "es_auc", "ks_significant", "attr
 GOAL = {"retention": 0.97, "gap_reduction": 0.5, "probe_toward_chance": 0.25}
 
 
+def labels_in(table: pd.DataFrame) -> list[str]:
+    """The label sources a table has rows for, in :data:`LABELS` order (a real cohort has no ``true`` labels)."""
+    have = set(table["labels"]) if "labels" in table else set()
+    return [lab for lab in LABELS if lab in have]
+
+
 # ------------------------------------------------------------------------------------------------------- summaries
 def per_seed(tidy: pd.DataFrame) -> pd.DataFrame:
     """One row per (scenario, model, eval, labels, seed): means over tasks of the AUC metrics, the embedding
@@ -155,7 +161,7 @@ def _md(df: pd.DataFrame) -> str:
 
 def markdown_report(table: pd.DataFrame, meta: dict) -> str:
     parts = [f"# {SECTION_TITLE}", "", _readme_note(meta), ""]
-    for labels in LABELS:
+    for labels in labels_in(table):
         parts.append(f"## Against the {labels} labels\n")
         for scen in dict.fromkeys(table["scenario"]):
             sm = meta["scenarios"].get(scen, {})
@@ -168,10 +174,12 @@ def markdown_report(table: pd.DataFrame, meta: dict) -> str:
 
 def _readme_note(meta: dict) -> str:
     c = meta["config"]
-    return (f"Synthetic cohorts of {c['n']} images at {c['size']} px (data seed {c['data_seed']}); tasks "
-            f"{', '.join(c['tasks'])}. Teacher: {c['teacher']['backbone']} ({c['teacher']['embed_dim']}-d embedding, "
-            f"{c['teacher']['epochs']} epochs) trained on each cohort's training split and seen by the students only "
-            f"through its embeddings. Students: {c['student']['backbone']}, {c['student']['epochs']} epochs, KD loss "
+    data = meta.get("data_note") or (
+        f"Synthetic cohorts of {c['n']} images at {c['size']} px (data seed {c['data_seed']}); tasks "
+        f"{', '.join(c['tasks'])}. Teacher: {c['teacher']['backbone']} ({c['teacher']['embed_dim']}-d embedding, "
+        f"{c['teacher']['epochs']} epochs) trained on each cohort's training split and seen by the students only "
+        "through its embeddings.")
+    return (f"{data} Students: {c['student']['backbone']}, {c['student']['epochs']} epochs, KD loss "
             f"{c['student']['loss']}; seeds {', '.join(map(str, c['seeds']))}. Every model is scored by a linear probe "
             "fitted on its train-split embeddings (observed labels) — rows '(own head)' score a student's own head "
             "instead. Metrics are means over tasks of the per-task values (test split); mean ± std over seeds. "
@@ -216,7 +224,7 @@ def label_bias_lines(table: pd.DataFrame) -> list[str]:
     lines = []
     for scen in dict.fromkeys(table["scenario"]):
         vals = {}
-        for labels in LABELS:
+        for labels in labels_in(table):
             for model in (TEACHER, KD):
                 r = table[(table["scenario"] == scen) & (table["labels"] == labels) & (table["model"] == model)
                           & (table["eval"] == "probe")]
@@ -244,8 +252,9 @@ def tradeoff_plot(table: pd.DataFrame, path: Path | None = None):
     scens = list(dict.fromkeys(st["scenario"]))
     markers = "osD^vP*X"
     cmap = plt.get_cmap("tab10")
-    fig, axes = plt.subplots(1, len(LABELS), figsize=(11, 4.4), sharey=True)
-    for ax, labels in zip(np.atleast_1d(axes), LABELS):
+    sources = labels_in(table) or list(LABELS[:1])
+    fig, axes = plt.subplots(1, len(sources), figsize=(4.5 * len(sources) + 2, 4.4), sharey=True, squeeze=False)
+    for ax, labels in zip(axes[0], sources):
         part = st[st["labels"] == labels]
         for r in part.itertuples():
             name = f"{r.model}{'' if r.eval == 'probe' else ' (head)'}"
@@ -269,14 +278,14 @@ def tradeoff_plot(table: pd.DataFrame, path: Path | None = None):
         ax.set_title(f"{labels} labels", fontsize=10)
         ax.set_xlabel("gap reduction  1 − gap / teacher gap  (→ fairer)")
         ax.grid(alpha=0.3)
-    np.atleast_1d(axes)[0].set_ylabel("retention  AUC / teacher AUC")
+    axes[0][0].set_ylabel("retention  AUC / teacher AUC")
     from matplotlib.lines import Line2D
 
     handles = [Line2D([], [], color=cmap(i % 10), marker="o", ls="", label=m) for i, m in enumerate(models)]
     handles += [Line2D([], [], color="#444", marker=markers[i % len(markers)], ls="", label=s)
                 for i, s in enumerate(scens)]
     fig.legend(handles=handles, loc="center right", fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0, 0.84, 1))
+    fig.tight_layout(rect=(0, 0, 1 - 2 / fig.get_figwidth(), 1))
     if path is not None:
         from cxrdistill.io import atomic_path
 
@@ -301,15 +310,15 @@ def report_section(table: pd.DataFrame | str | Path, meta: dict | None = None) -
     body = []
     if "config" in meta:
         body.append(H.paragraph(_readme_note(meta), "muted"))
-    body.append("<ul>" + "".join(f"<li>{H.esc(x)}</li>" for x in goal_lines(table)) + "</ul>")
+    body.append(H.bullets(goal_lines(table)))
     lb = label_bias_lines(table)
     if lb:
         body.append(H.paragraph("Label bias vs model bias — gap against the observed labels and against the truth:"))
-        body.append("<ul>" + "".join(f"<li>{H.esc(x)}</li>" for x in lb) + "</ul>")
+        body.append(H.bullets(lb))
     body.append(H.figure(tradeoff_plot(table), "Each point is a student (colour) on a scenario (marker), mean ± std "
                          "over seeds; the shaded corner is the goal: at least half of the teacher's AUC gap removed "
                          "(right of the dashed line) while keeping ≥ 97% of its mean AUC (above it)."))
-    for labels in LABELS:
+    for labels in labels_in(table):
         for scen in dict.fromkeys(table["scenario"]):
             sm = meta.get("scenarios", {}).get(scen, {})
             body.append(f"<h3>{H.esc(scen)} — {H.esc(labels)} labels (attribute {H.esc(sm.get('attribute', '?'))})"

@@ -1,0 +1,105 @@
+"""Fair distillation of a given teacher on a given cohort (the study's stage): a real-style cohort (no ground truth,
+some rows without the attribute) and fixed teacher embeddings → plain-KD and fair students, the teacher's own row
+scored by the same probe, observed labels only, cached students, and clear errors for bad settings."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from cxrdistill.errors import CxrError, InputError
+from cxrdistill.fairkd.on_cohort import cohort_from_table, make_cohort_config, run_on_cohort
+from fairkd_helpers import make_images, teacher_embeddings
+
+TASKS = ["pleural_effusion", "cardiomegaly"]
+
+
+def real_style_cohort(n=120):
+    imgs, y, g = make_images(n, seed=3)
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"image_id": [f"img{i:03d}" for i in range(n)], "patient_id": [f"p{i // 2}" for i in range(n)],
+                       "race": np.where(g == 1, "Black", "White").astype(object),
+                       "split": rng.choice(["train", "val", "test"], size=n, p=[0.6, 0.15, 0.25])})
+    df.loc[::2, "split"] = df.loc[1::2, "split"].to_numpy()  # one split per patient
+    df["pleural_effusion"], df["cardiomegaly"] = y[:, 0], y[:, 1]
+    df.loc[[5, 17], "race"] = None  # unknown race: left out of the stage
+    return df, imgs, teacher_embeddings(imgs)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    df, imgs, T = real_style_cohort()
+    cfg = make_cohort_config({"methods": ["balanced", "mmd"], "seeds": [0], "student": {"epochs": 1}},
+                             tasks=TASKS, label_policy="u-ignore", size=32, attribute="race",
+                             student={"backbone": "lcnet_035", "loss": "mse_cosine", "epochs": 3}, ks_modes=4)
+    keep = df["race"].notna().to_numpy()
+    c = cohort_from_table(df, imgs, "race", TASKS, "u-ignore", "chexpert")
+    out = tmp_path_factory.mktemp("on_cohort")
+    tidy = run_on_cohort(c, T[keep], cfg, out, teacher_name="CXR <Foundation>")
+    return df, T, keep, c, cfg, out, tidy
+
+
+def test_rows_without_the_attribute_are_left_out_and_no_ground_truth_is_invented(run):
+    df, _, keep, c, cfg, _, tidy = run
+    assert len(c.images) == keep.sum() == len(df) - 2
+    assert set(c.y) == {"observed"}
+    assert set(tidy.loc[tidy["eval"] != "embedding", "labels"]) == {"observed"}
+    assert set(tidy["model"]) == {"teacher", "kd", "balanced", "mmd"}
+    assert set(tidy["scenario"]) == {"chexpert"} and set(tidy["attribute"]) == {"race"}
+    assert cfg.student.epochs == 1 and cfg.student.backbone == "lcnet_035"  # the user's options over the defaults
+
+
+def test_teacher_is_scored_by_the_same_probe(run):
+    """The teacher's overall AUC is a logistic probe on its own embeddings; recompute one task with scikit-learn."""
+    from sklearn.linear_model import LogisticRegression
+
+    _, T, keep, c, cfg, _, tidy = run
+    Tk = T[keep]
+    tr, te = c.idx["train"], c.idx["test"]
+    y = c.y["observed"][:, 0]
+    mu, sd = Tk[tr].mean(0), Tk[tr].std(0)
+    sd = np.where(sd > 1e-8, sd, 1.0)
+    m = ~np.isnan(y[tr])
+    # the probe minimises mean BCE + (l2 / 2)‖W‖²: scikit-learn's optimum with C = 1 / (l2 · n labelled)
+    lr = LogisticRegression(C=1.0 / (cfg.probe_l2 * m.sum()), max_iter=5000, tol=1e-10).fit(((Tk[tr] - mu) / sd)[m],
+                                                                                            y[tr][m])
+    mt = ~np.isnan(y[te])
+    ref = roc_auc_score(y[te][mt], lr.decision_function(((Tk[te] - mu) / sd)[mt]))
+    got = tidy[(tidy["model"] == "teacher") & (tidy["eval"] == "probe") & (tidy["task"] == TASKS[0])
+               & (tidy["group"] == "(overall)") & (tidy["metric"] == "auc")]["value"].iloc[0]
+    assert got == pytest.approx(ref, abs=1e-3)
+
+
+def test_outputs_are_written_and_escaped_and_students_cached(run):
+    df, T, keep, c, cfg, out, tidy = run
+    js = json.loads((out / "fairkd.json").read_text())
+    assert "observed" in js["results"]["chexpert"] and "true" not in js["results"]["chexpert"]
+    assert js["goal_lines"] and js["data_note"].startswith("The study's cohort (118 images with a known race")
+    md = (out / "fairkd_table.md").read_text()
+    assert "## Against the observed labels" in md and "true labels" not in md
+    html = (out / "report.html").read_text()
+    assert "CXR &lt;Foundation&gt;" in html and "CXR <Foundation>" not in html
+    before = {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("embeddings.npy")}
+    assert len(before) == 3  # kd, balanced, mmd
+    tidy2 = run_on_cohort(c, T[keep], cfg, out)
+    assert {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("embeddings.npy")} == before
+    pd.testing.assert_frame_equal(tidy.reset_index(drop=True), tidy2.reset_index(drop=True))
+
+
+def test_bad_settings_and_inputs_are_named():
+    with pytest.raises(InputError, match=r"fair_distill\.options: n, scenarios belong to the synthetic measurement"):
+        make_cohort_config({"scenarios": ["mixed"], "n": 100}, tasks=TASKS)
+    with pytest.raises(InputError, match=r"invalid fair_distill\.options setting 'student\.epochs'"):
+        make_cohort_config({"student": {"epochs": 0}}, tasks=TASKS)
+    with pytest.raises(CxrError, match="unknown fair distillation objective .no_such_objective.; choose one of: adversarial"):
+        make_cohort_config({"methods": ["no_such_objective"]}, tasks=TASKS)
+    df, imgs, _ = real_style_cohort(40)
+    with pytest.raises(InputError, match="'sex'"):
+        cohort_from_table(df, imgs, "sex", TASKS, "u-ignore", "x")
+    with pytest.raises(InputError, match="at least two"):
+        cohort_from_table(df.assign(race="White"), imgs, "race", TASKS, "u-ignore", "x")
+    with pytest.raises(InputError, match="39 images for 40 cohort rows"):
+        cohort_from_table(df, imgs[:39], "race", TASKS, "u-ignore", "x")
