@@ -17,6 +17,9 @@ td.n{text-align:right}
 figure{margin:1em 0}figcaption{font-size:.9em;color:#44515f;margin-top:.3em}img{max-width:100%}
 .reading{background:#f4f8fc;border-left:4px solid #2b6cb0;padding:.4em .8em;margin:.5em 0}
 .muted{color:#6b7785;font-size:.85em}.bad{color:#b02a2a}.good{color:#1e7b34}
+.pair{display:grid;grid-template-columns:repeat(2,minmax(0,1fr));gap:0 1.5em;align-items:start}
+.pair figure{margin:.6em 0}nav.toc{font-size:.9em;margin:.4em 0 1em}nav.toc a{margin-right:1em;color:#2b4c7e}
+ul.findings li{margin:.25em 0}
 """
 
 
@@ -110,6 +113,22 @@ def section(title: str, body_html: Iterable[str] | str, reading: str | None = No
     rd = f'<p class="reading">{esc(reading)}</p>' if reading else ""
     aid = f' id="{esc(anchor)}"' if anchor else ""
     return f"<section{aid}><h2>{esc(title)}</h2>{rd}{body}</section>"
+
+
+def pair(items: Iterable[str]) -> str:
+    """Figures laid out two per row (teacher beside student), read left to right."""
+    items = [x for x in items if x]
+    return f'<div class="pair">{"".join(items)}</div>' if items else ""
+
+
+def bullets(lines: Iterable[str], cls: str | None = None) -> str:
+    c = f' class="{esc(cls)}"' if cls else ""
+    return f"<ul{c}>" + "".join(f"<li>{esc(x)}</li>" for x in lines) + "</ul>"
+
+
+def toc(entries: Iterable[tuple[str, str]]) -> str:
+    """Links to the sections of a page: (anchor, title) pairs."""
+    return '<nav class="toc">' + "".join(f'<a href="#{esc(a)}">{esc(t)}</a>' for a, t in entries) + "</nav>"
 
 
 def paragraph(text: str, cls: str | None = None) -> str:

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from cxrdistill.io import atomic_open
-from cxrdistill.report.html import esc, figure, markdown_tables, page, paragraph, section, table
+from cxrdistill.report.html import (bullets, esc, figure, markdown_tables, page, pair, paragraph, section, table,
+                                    toc)
 
 
 def _png(path: Path, caption: str) -> str:
@@ -158,18 +159,35 @@ def _subgroups(run_dir: Path, res: dict) -> str:
         parts.append(table(pd.DataFrame(rows, columns=["model", "attribute", "task", "AUC gap", "worst-group AUC",
                                                        "ES-AUC"])))
     attr = res.get("fairness_attribute") or (res.get("attributes") or ["sex"])[0]
-    task = (res.get("tasks") or [None])[0]
+    task = _widest_gap(res, attr) or (res.get("tasks") or [None])[0]
+    rocs = []
     for who in ("teacher", "student"):
         pp = _pred_path(run_dir, who)
         if pp and task:
             preds = pd.read_parquet(pp)
             if attr in preds.columns and f"p_{task}" in preds.columns:
-                parts.append(figure(roc_by_group(preds, task, attr, f"{who}: {task} by {attr}"),
-                                    f"ROC curves of the {who} per {attr} group for {task}: a curve below the others "
-                                    f"is a group detected less well at every threshold."))
+                rocs.append(figure(roc_by_group(preds, task, attr, f"{who}: {task} by {attr}"),
+                                   f"ROC curves of the {who} per {attr} group for {task} (the teacher's widest "
+                                   f"{attr} gap): a curve below the others is a group detected less well at every "
+                                   "threshold."))
+    parts.append(pair(rocs))
     return section("Where is each model biased? Subgroup performance", parts,
                    reading="One global threshold at 20% overall FPR (Glocker et al. 2023); groups compared with "
                            "DeLong tests, FDR-controlled.", anchor="subgroups")
+
+
+def _gaps(res: dict, who: str = "teacher") -> list[tuple[float, str, str]]:
+    """(AUC gap, attribute, task) of a model's audit, widest first."""
+    out = []
+    for attr, per in ((res.get(who) or {}).get("audit") or {}).items():
+        for task, v in per.items():
+            if v.get("auc_gap") is not None:
+                out.append((float(v["auc_gap"]), attr, task))
+    return sorted(out, reverse=True)
+
+
+def _widest_gap(res: dict, attr: str) -> str | None:
+    return next((task for _, a, task in _gaps(res) if a == attr), None)
 
 
 def _pred_path(run_dir: Path, who: str) -> Path | None:
@@ -179,14 +197,18 @@ def _pred_path(run_dir: Path, who: str) -> Path | None:
 
 def _features(run_dir: Path, res: dict) -> str:
     parts = []
+    figs: dict[str, dict[str, Path]] = {}
     for who in ("teacher", "student"):
-        d = run_dir / "audit" / who
         ft = res.get(who, {}).get("feature_tests") or {}
         if ft.get("n_tests"):
             parts.append(paragraph(f"{who}: {ft.get('n_significant')} of {ft.get('n_tests')} KS tests significant "
                                    f"after correction; bias score {_f(ft.get('bias_score'))}."))
-        for png in sorted(d.glob("features_*.png")):
-            parts.append(_png(png, f"{who} — {_feature_caption(png.stem.removeprefix('features_'))}"))
+        for png in sorted((run_dir / "audit" / who).glob("features_*.png")):
+            figs.setdefault(png.stem.removeprefix("features_"), {})[who] = png
+    order = sorted(figs, key=lambda k: (k != "ks_heatmap", k.startswith("tsne"), k == "pca_variance", k))
+    for kind in order:  # the same figure of teacher and student side by side
+        parts.append(pair(_png(figs[kind][w], f"{w} — {_feature_caption(kind)}") for w in ("teacher", "student")
+                          if w in figs[kind]))
     if not parts:
         return ""
     return section("Feature space: do the embeddings differ by group?", parts,
@@ -326,15 +348,74 @@ def _pretraining(run_dir: Path, res: dict) -> str:
                            "ranking, not the absolute AUCs.", anchor="pretraining")
 
 
+def findings(res: dict) -> list[str]:
+    """The study in a few sentences, one per question, each from the numbers of its section."""
+    out = []
+    t, s = res.get("teacher") or {}, res.get("student") or {}
+    if res.get("retention") is not None:
+        sp = res.get("speedup")
+        out.append(f"Distillation: the student ({s.get('backbone') or 'student'}, {_params(s.get('params'))}) keeps "
+                   f"{res['retention']:.1%} of the teacher's mean AUC ({_f(t.get('mean_auc'))} → "
+                   f"{_f(s.get('mean_auc'))})" + (f" and runs {sp:.1f}× faster." if sp else "."))
+    gaps = _gaps(res)
+    if gaps:
+        g, attr, task = gaps[0]
+        sg = ((s.get("audit") or {}).get(attr) or {}).get(task, {}).get("auc_gap")
+        out.append(f"Teacher's bias: its widest AUC gap is by {attr} on {task} ({g:.3f}; worst group AUC "
+                   f"{_f(((t.get('audit') or {}).get(attr) or {}).get(task, {}).get('worst_group_auc'))}); the "
+                   f"student's gap there is {_f(sg)}.")
+    prop = (res.get("propagation") or {}).get("student")
+    if prop:
+        out.append("Inheritance, student against teacher over every bias quantity: " + ", ".join(
+            f"{k.replace('_', ' ')} {v}" for k, v in prop.items()) + " (a change counts when significant after BY "
+            "correction).")
+    fair = res.get("fairness") or {}
+    if fair:
+        best = min(fair, key=lambda m: fair[m].get("auc_gap") if fair[m].get("auc_gap") is not None else 9)
+        erm = fair.get("erm") or {}
+        p = (((fair[best].get("vs_erm") or {}).get("auc_gap")) or {}).get("p")
+        out.append(f"Fair training on the API embeddings ({res.get('fairness_attribute')}): smallest AUC gap "
+                   f"{best} ({_f(fair[best].get('auc_gap'))} at AUC {_f(fair[best].get('auc'))})"
+                   + (f" vs ERM {_f(erm.get('auc_gap'))} at {_f(erm.get('auc'))}"
+                      + (f" (paired t-test over seeds p = {p:.2g})." if p is not None else ".")
+                      if erm and best != "erm" else " — no method narrowed ERM's gap."))
+    fd = (res.get("fair_distill") or {}).get("goal_lines") or []
+    if fd:
+        out.append("Fair distillation: " + fd[0])
+    means = [r for r in (res.get("pretraining") or []) if r.get("task") == "mean"
+             and r.get("labels", "observed") == "observed"]
+    if means:
+        b = max(means, key=lambda r: r.get("auc") or 0)
+        out.append(f"Pretraining: best initialisation {b.get('init_label', b.get('init'))} (mean AUC "
+                   f"{_f(b.get('auc'))}) of {len(means)}.")
+    return out
+
+
+def _params(n) -> str:
+    return f"{n / 1e6:.2f} M parameters" if n else "? parameters"
+
+
+_TOC = [("headline", "At a glance"), ("cohort", "Cohort"), ("performance", "Disease detection"),
+        ("subgroups", "Subgroups"), ("features", "Feature space"), ("probes", "Attribute probes"),
+        ("propagation", "Inheritance"), ("fairness", "Fair training"), ("fairkd", "Fair distillation"),
+        ("pretraining", "Pretraining")]
+
+
 def render_report(run_dir: str | Path, res: dict, cfg: Any = None) -> str:
     run_dir = Path(run_dir)
     sections = [_headline(res), _cohort(run_dir, res), _performance(run_dir, res), _subgroups(run_dir, res),
                 _features(run_dir, res), _probes(run_dir, res), _propagation(run_dir, res), _fairness(run_dir, res),
                 _fair_distill(run_dir, res), _pretraining(run_dir, res)]
+    sections = [x for x in sections if x]
+    body = "".join(sections)
+    nav = toc((a, t) for a, t in _TOC if f'id="{a}"' in body)
+    lines = findings(res)
+    summary = section("Findings", [bullets(lines, "findings")], anchor="findings") if lines else ""
     secs = res.get("stage_seconds") or {}
-    timing = paragraph("Stage times (s): " + ", ".join(f"{k} {v}" for k, v in secs.items() if v is not None),
-                       cls="muted")
-    return page(f"cxrdistill study: {res.get('name', '')}", [s for s in sections if s] + [timing],
+    timing = paragraph("Stage times (s): " + ", ".join(f"{k} {v}" for k, v in secs.items() if v is not None)
+                       + (f"; wall time of this run {res['wall_seconds_this_run']} s"
+                          if res.get("wall_seconds_this_run") is not None else ""), cls="muted")
+    return page(f"cxrdistill study: {res.get('name', '')}", [nav, summary, *sections, timing],
                 subtitle="Distilling a black-box chest X-ray foundation model, and auditing both for bias.")
 
 
