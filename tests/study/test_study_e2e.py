@@ -11,6 +11,7 @@ from cxrdistill.errors import CxrError
 
 TINY = """
 name: tiny-<script>alert(1)</script>
+jobs: 2
 size: 32
 tasks: [pleural_effusion, cardiomegaly, support_devices]
 attributes: [sex, race]
@@ -21,7 +22,7 @@ probe: {train: {epochs: 3}}
 finetune: {enabled: true, options: {train: {epochs: 1}}}
 audit: {n_boot: 30, tsne: false, probe_repeats: 1, probe_folds: 2}
 fairness: {options: {methods: [erm, groupdro], seeds: [0], train: {epochs: 2}}}
-fair_distill: {enabled: false}
+fair_distill: {options: {methods: [fairdi], student: {epochs: 1}, ks_modes: 4}}
 pretraining: {enabled: false}
 """
 
@@ -53,8 +54,16 @@ def test_results_json_has_the_headline_keys(study_run):
     assert {"erm", "groupdro"} <= set(res["fairness"])
     for m in res["fairness"].values():
         assert {"auc", "worst_group_auc", "auc_gap"} <= set(m)
+    f = res["fairness"]  # the paired comparison with ERM is carried (one seed here: a delta, no p-value)
+    assert f["groupdro"]["vs_erm"]["auc_gap"]["delta"] == pytest.approx(f["groupdro"]["auc_gap"] - f["erm"]["auc_gap"])
     assert res["propagation"] is not None
     assert (out / "config.yaml").exists() and (out / "log.txt").exists()
+    # fair distillation of the study's own teacher on the study's cohort (synthetic: both label sources)
+    fd = res["fair_distill"]["results"]["mixed"]
+    assert set(fd) == {"observed", "true"} and {"teacher", "kd", "fairdi", "fairdi/head"} <= set(fd["observed"])
+    assert fd["observed"]["teacher"]["retention"] == pytest.approx(1.0)
+    log = (out / "log.txt").read_text()
+    assert "[mixed] fairdi seed 0" in log  # logged by the stage's worker process
 
 
 def test_rerun_is_cached_and_fast(study_run):
@@ -104,8 +113,9 @@ def test_report_opens_in_headless_chromium(study_run, tmp_path):
     _, out, _ = study_run
     html = (out / "report.html").read_text()
     assert "<script>alert(1)</script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
-    for heading in ("Teacher and student at a glance", "The cohort", "Subgroup performance", "Feature space",
-                    "Attribute probes", "inherit", "Fair training"):
+    for heading in ("Findings", "Teacher and student at a glance", "The cohort", "Subgroup performance",
+                    "Feature space", "Attribute probes", "inherit", "Fair training",
+                    "Can the student be fairer than its teacher?", "The study&#x27;s cohort"):
         assert heading in html, heading
     # the planted mechanisms of the synthetic cohort, in words, and the split sizes
     assert "30% of positives labelled 0" in html and "laminar" in html and "split by patient: train " in html

@@ -26,12 +26,13 @@ def study(
     only: Optional[List[str]] = typer.Option(None, "--only", help="re-run just this stage (repeatable)"),
     force: Optional[List[str]] = typer.Option(None, "--force", help="re-run this stage even if cached"),
     set_: Optional[List[str]] = typer.Option(None, "--set", help="override a config key: --set size=96"),
+    jobs: Optional[int] = typer.Option(None, "--jobs", min=1, help="stages run at once (default: the config's jobs)"),
 ) -> None:
     """Run a whole study: cohort, split, teacher, embeddings, distillation, probes, audits, fairness, pretraining,
     report. Each stage is cached by a hash of its inputs and config."""
     from cxrdistill.study.run import run_study
 
-    res = run_study(config, out, overrides=_overrides(set_), only=only, force=force)
+    res = run_study(config, out, overrides=_overrides(set_), only=only, force=force, jobs=jobs)
     _print(res, out)
 
 
@@ -39,6 +40,7 @@ def demo(
     out: str = typer.Option("runs/demo", "--out", help="run directory"),
     set_: Optional[List[str]] = typer.Option(None, "--set", help="override a config key of the demo"),
     force: Optional[List[str]] = typer.Option(None, "--force", help="re-run this stage even if cached"),
+    jobs: Optional[int] = typer.Option(None, "--jobs", min=1, help="stages run at once (the demo: 2)"),
 ) -> None:
     """The whole study on the embedded default: a synthetic cohort with planted bias, on 2 CPU cores."""
     from importlib.resources import files
@@ -46,7 +48,7 @@ def demo(
     from cxrdistill.study.run import run_study
 
     cfg = files("cxrdistill") / "configs" / "demo.yaml"
-    res = run_study(str(cfg), out, overrides=_overrides(set_), force=force)
+    res = run_study(str(cfg), out, overrides=_overrides(set_), force=force, jobs=jobs)
     _print(res, out)
 
 

@@ -111,6 +111,8 @@ class FairnessCfg(_M):
 class StudyConfig(_M):
     name: str = "study"
     seed: int = 0
+    jobs: int = Field(1, ge=1, le=16, description="stages run at once, each in its own process with cores / jobs "
+                      "threads (2 on a 2-core CPU; 1 on a GPU, where stages would share the device)")
     size: int = Field(64, ge=16, description="image side in pixels for every model of the study")
     tasks: list[str] = Field(default_factory=lambda: ["pleural_effusion", "cardiomegaly", "pneumothorax", "edema",
                                                       "consolidation", "support_devices"])
@@ -137,6 +139,14 @@ class StudyConfig(_M):
 
         _validate_section(DistillConfig, self.distill, "distill")
         _validate_section(ProbeConfig, self.probe, "probe")
+        if self.fair_distill.enabled and self.fair_distill.options:  # fail now, not after the stages before it
+            from cxrdistill.errors import CxrError
+            from cxrdistill.fairkd.on_cohort import make_cohort_config
+
+            try:
+                make_cohort_config(self.fair_distill.options, tasks=self.tasks)
+            except CxrError as e:
+                raise ValueError(str(e)) from None
         if self.cohort.source not in ("synth", "table") and not self.cohort.reader_args:
             raise ValueError(f"cohort.reader_args: give the {self.cohort.source} files (e.g. csv: …)")
         return self

@@ -8,13 +8,14 @@ from typing import Any, Callable
 
 from cxrdistill.io import atomic_open, clean_json, write_json
 from cxrdistill.study.config import StudyConfig, load_config
-from cxrdistill.study.engine import StudyContext, run_stages
+from cxrdistill.study.engine import StudyContext, file_logger, run_stages
 
 
 def run_study(config: str | Path | None, out: str | Path, *, overrides: dict | None = None,
               only: list[str] | None = None, force: list[str] | None = None,
-              log: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Run (or resume) the study in ``out``; returns results.json's content."""
+              log: Callable[[str], None] | None = None, jobs: int | None = None) -> dict[str, Any]:
+    """Run (or resume) the study in ``out``; returns results.json's content. ``jobs``: stages run at once
+    (default: the config's ``jobs``)."""
     import yaml
 
     from cxrdistill.study.stages import STAGES
@@ -23,18 +24,13 @@ def run_study(config: str | Path | None, out: str | Path, *, overrides: dict | N
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     logfile = out / "log.txt"
-
-    def _log(msg: str) -> None:
-        line = f"{time.strftime('%H:%M:%S')} {msg}"
-        (log or print)(line)
-        with open(logfile, "a", encoding="utf-8") as fh:
-            fh.write(line + "\n")
+    _log = file_logger(logfile, echo=log or print)
 
     with atomic_open(out / "config.yaml") as fh:
         yaml.safe_dump(json.loads(cfg.model_dump_json()), fh, sort_keys=False)
-    ctx = StudyContext(out=out, cfg=cfg, log=_log)
+    ctx = StudyContext(out=out, cfg=cfg, log=_log, logfile=logfile)
     t0 = time.perf_counter()
-    run_stages(ctx, STAGES, only=only, force=force)
+    run_stages(ctx, STAGES, only=only, force=force, jobs=cfg.jobs if jobs is None else jobs)
     results = build_results(ctx)
     results["wall_seconds_this_run"] = round(time.perf_counter() - t0, 1)
     write_json(clean_json(results), out / "results.json")
@@ -115,7 +111,7 @@ def build_results(ctx: StudyContext) -> dict[str, Any]:
         fj = r["fairness"].get("json") or {}
         res["fairness_attribute"] = r["fairness"].get("attribute")
         res["fairness"] = {m: {k: v.get(k) for k in ("auc", "worst_group_auc", "auc_gap", "es_auc", "psd",
-                                                    "auc_std", "auc_gap_std", "worst_group_auc_std", "p_vs_erm")
+                                                    "auc_std", "auc_gap_std", "worst_group_auc_std", "vs_erm")
                                if k in v}
                            for m, v in (fj.get("methods") or fj).items() if isinstance(v, dict)}
     if "fair_distill" in r:

@@ -82,6 +82,23 @@ def stage_split(ctx: StudyContext) -> dict:
             "patients": int(df["patient_id"].nunique())}
 
 
+def stage_images(ctx: StudyContext) -> dict:
+    """Decode every image once into the uint8 cache at the study's size, which every image stage then shares (so
+    that stages running at once never build it twice)."""
+    import pandas as pd
+
+    cache, _ = _images(ctx, pd.read_parquet(ctx.out / "cohort.parquet"))
+    return {"cache": str(cache.dir), "n": len(cache)}
+
+
+def _images(ctx: StudyContext, df):
+    """The cohort's images at the study's size and their rows for ``df`` (the uint8 cache every stage shares)."""
+    from cxrdistill.training.inputs import image_cache
+
+    cache = image_cache(df, ctx.results["cohort"]["images_root"], ctx.cfg.size, ctx.out / "cache", progress=False)
+    return cache, cache.index_of(df["image_id"].astype(str).tolist())
+
+
 # ------------------------------------------------------------------------------------------------ teacher
 def _pretrain_config(ctx: StudyContext):
     from cxrdistill.teachers.pretrain import PretrainConfig
@@ -375,19 +392,41 @@ class _threads:
         torch.set_num_threads(self.old)
 
 
+def _fair_distill_cfg(ctx: StudyContext):
+    """The fair-distillation students: the study's student backbone and KD loss, at the study's size, on its tasks
+    and label policy; ``fair_distill.options`` set methods, seeds, epochs … (see README)."""
+    from cxrdistill.fairkd.on_cohort import make_cohort_config
+
+    d = _distill_cfg(ctx)
+    defaults = {"tasks": ctx.cfg.tasks, "label_policy": ctx.cfg.label_policy, "size": ctx.cfg.size, "seeds": [0],
+                "device": "auto",
+                "attribute": fairness_attribute(ctx), "student": {"backbone": d.student.name, "loss": d.loss,
+                                                                  "epochs": 6}}
+    return make_cohort_config(ctx.cfg.fair_distill.options, **defaults)
+
+
 def stage_fair_distill(ctx: StudyContext) -> dict:
-    """Can the student be fairer than its teacher? On the study's synthetic scenario, a biased teacher seen only
-    through its embeddings, a plain-KD student and every fairness-aware student (``cxrdistill.fairkd``)."""
-    from cxrdistill.fairkd.experiment import run_study
+    """Can the student be fairer than its teacher? The study's black-box teacher, seen only through its embeddings,
+    distilled on the study's cohort into a plain-KD student and one student per fairness-aware objective
+    (``cxrdistill.fairkd``), all scored by one protocol."""
+    import pandas as pd
+
+    from cxrdistill.fairkd.on_cohort import cohort_from_table, run_on_cohort
     from cxrdistill.fairkd.summary import report_section
-
-    out = ctx.out / "fair_distill"
-    scenario = ctx.cfg.cohort.synth.scenario if ctx.cfg.cohort.source == "synth" else "mixed"
-    opts = {"scenarios": [scenario], "seeds": [0], "n": 1200, "size": 48,
-            "student": {"epochs": 6}, **ctx.cfg.fair_distill.options}
-    run_study(out=out, log=ctx.log, **opts)
     from cxrdistill.io import atomic_open
+    from cxrdistill.training.inputs import load_embeddings
 
+    cfg = _fair_distill_cfg(ctx)
+    out = ctx.out / "fair_distill"
+    df = pd.read_parquet(ctx.out / "cohort.parquet")
+    cache, rows = _images(ctx, df)
+    T, info = load_embeddings(ctx.results["embed"]["store"], df["image_id"].astype(str).tolist())
+    T = T.reshape(len(T), -1, T.shape[-1]).mean(1) if T.ndim > 2 else T  # token outputs: mean-pooled
+    c = ctx.cfg.cohort
+    label = c.synth.scenario if c.source == "synth" else c.source
+    cohort = cohort_from_table(df, cache.array[rows], cfg.attribute, cfg.tasks, cfg.label_policy, label)
+    name = info.get("name") or (ctx.results["teacher"].get("spec") or "teacher").split("/")[-1]
+    run_on_cohort(cohort, T, cfg, out, teacher_name=str(name), log=ctx.log)
     with atomic_open(out / "section.html", "w", encoding="utf-8") as fh:  # escaped by report_section
         fh.write(report_section(out))
     doc = json.loads((out / "fairkd.json").read_text())
@@ -399,15 +438,10 @@ def stage_pretraining(ctx: StudyContext) -> dict:
     """Seed 003's question on this cohort: random vs ImageNet vs in-domain supervised vs Barlow Twins."""
     import pandas as pd
 
-    from cxrdistill.images.cache import ImageCache
     from cxrdistill.pretraining.grid import run_grid
 
     df = pd.read_parquet(ctx.out / "cohort.parquet")
-    cache_dir = ctx.out / "cache" / f"grid_{ctx.cfg.size}"
-    if (cache_dir / "meta.json").exists():
-        cache = ImageCache.open(cache_dir)
-    else:
-        cache = ImageCache.build(df, ctx.results["cohort"]["images_root"], ctx.cfg.size, cache_dir, progress=False)
+    cache, _ = _images(ctx, df)
     opts = deep_merge({"label_policies": [ctx.cfg.label_policy], "tasks": ctx.cfg.tasks}, ctx.cfg.pretraining.options)
     table = run_grid(opts, df, cache, ctx.out / "pretraining", log=ctx.log, fresh=True)
     return {"table": _jsonable(table.to_dict(orient="records"))}
@@ -417,27 +451,29 @@ STAGES: list[Stage] = [
     Stage("cohort", stage_cohort, (), lambda c: [_dump(c.cfg.cohort), c.cfg.size, c.cfg.seed],
           description="synthesise / read the cohort"),
     Stage("split", stage_split, ("cohort",), lambda c: [_dump(c.cfg.split), c.cfg.tasks[:3]]),
+    Stage("images", stage_images, ("split",), lambda c: c.cfg.size, description="decode the images once"),
     Stage("teacher", stage_teacher, (), lambda c: [_dump(c.cfg.teacher), c.cfg.size],
-          description="the black-box teacher"),
+          description="the black-box teacher", cost=3),
     Stage("embed", stage_embed, ("split", "teacher"), lambda c: [c.cfg.size, c.cfg.teacher.serve],
           description="query the teacher once per image"),
-    Stage("distill", stage_distill, ("embed",), lambda c: _dump(_distill_cfg(c)),
-          description="distil the teacher into the student"),
+    Stage("distill", stage_distill, ("embed", "images"), lambda c: _dump(_distill_cfg(c)),
+          description="distil the teacher into the student", cost=3),
     Stage("student_embed", stage_student_embed, ("distill",), lambda c: c.cfg.size),
     Stage("probe_teacher", stage_probe_teacher, ("embed",), lambda c: _dump(_probe_cfg(c))),
     Stage("probe_student", stage_probe_student, ("student_embed",), lambda c: _dump(_probe_cfg(c))),
-    Stage("speed", stage_speed, ("distill", "teacher"), lambda c: c.cfg.size),
-    Stage("finetune", stage_finetune, ("distill",), lambda c: [_dump(c.cfg.finetune), c.cfg.tasks,
+    Stage("speed", stage_speed, ("distill", "teacher"), lambda c: c.cfg.size, exclusive=True,
+          description="throughput of both models, with no other stage running"),
+    Stage("finetune", stage_finetune, ("distill", "images"), lambda c: [_dump(c.cfg.finetune), c.cfg.tasks,
                                                                c.cfg.label_policy],
           enabled=lambda c: c.cfg.finetune.enabled),
     Stage("audit", stage_audit, ("probe_teacher", "probe_student", "finetune"),
-          lambda c: [_dump(c.cfg.audit), c.cfg.attributes, c.cfg.tasks]),
+          lambda c: [_dump(c.cfg.audit), c.cfg.attributes, c.cfg.tasks], cost=2),
     Stage("compare", stage_compare, ("audit",), lambda c: _dump(c.cfg.audit)),
     Stage("fairness", stage_fairness, ("embed",),
           lambda c: [_dump(c.cfg.fairness), c.cfg.tasks, c.cfg.label_policy],
-          enabled=lambda c: c.cfg.fairness.enabled),
-    Stage("fair_distill", stage_fair_distill, ("embed",), lambda c: [_dump(c.cfg.fair_distill), c.cfg.tasks],
-          enabled=lambda c: c.cfg.fair_distill.enabled),
-    Stage("pretraining", stage_pretraining, ("split",), lambda c: [_dump(c.cfg.pretraining), c.cfg.tasks],
-          enabled=lambda c: c.cfg.pretraining.enabled),
+          enabled=lambda c: c.cfg.fairness.enabled, cost=2),
+    Stage("fair_distill", stage_fair_distill, ("embed", "images"), lambda c: _dump(_fair_distill_cfg(c)),
+          enabled=lambda c: c.cfg.fair_distill.enabled, cost=4),
+    Stage("pretraining", stage_pretraining, ("images",), lambda c: [_dump(c.cfg.pretraining), c.cfg.tasks],
+          enabled=lambda c: c.cfg.pretraining.enabled, cost=5),
 ]
