@@ -614,13 +614,12 @@ def _students(c: Cohort, T: np.ndarray, tinfo: dict, seed: int, cfg: FairKDStudy
     return rows, sinfo
 
 
-def scenario_rows(scen: str, cfg: FairKDStudyConfig, root: Path, log: Callable[[str], None]) -> tuple[list[dict],
-                                                                                                     dict]:
-    """Cohort, teacher, every student of every seed, and their evaluation → (tidy rows, the scenario's notes)."""
-    c = prepare_cohort(scen, cfg, root / "cache", log)
-    T, tinfo = train_teacher(c, cfg, root, log)
-    teacher_rows = evaluate(T[:len(c.images)], None, c, cfg, scenario=scen, attribute=c.attribute, model=TEACHER,
-                            seed=-1)
+def cohort_rows(c: Cohort, T: np.ndarray, tinfo: dict, cfg: FairKDStudyConfig, root: Path,
+                log: Callable[[str], None]) -> tuple[list[dict], list[dict]]:
+    """The teacher's evaluation rows (repeated per seed, so every seed has its reference) and every student of every
+    seed → (tidy rows, student summaries). ``T``: the teacher's embeddings, cohort rows first."""
+    teacher_rows = evaluate(T[:len(c.images)], None, c, cfg, scenario=c.scenario, attribute=c.attribute,
+                            model=TEACHER, seed=-1)
     rows: list[dict] = []
     sinfo: list[dict] = []
     for seed in cfg.seeds:
@@ -628,6 +627,15 @@ def scenario_rows(scen: str, cfg: FairKDStudyConfig, root: Path, log: Callable[[
         r, si = _students(c, T, tinfo, int(seed), cfg, root, log)
         rows += r
         sinfo += si
+    return rows, sinfo
+
+
+def scenario_rows(scen: str, cfg: FairKDStudyConfig, root: Path, log: Callable[[str], None]) -> tuple[list[dict],
+                                                                                                     dict]:
+    """Cohort, teacher, every student of every seed, and their evaluation → (tidy rows, the scenario's notes)."""
+    c = prepare_cohort(scen, cfg, root / "cache", log)
+    T, tinfo = train_teacher(c, cfg, root, log)
+    rows, sinfo = cohort_rows(c, T, tinfo, cfg, root, log)
     notes = {"attribute": c.attribute, "groups": c.group_names, "counts": c.counts(),
              "teacher": {k: v for k, v in tinfo.items() if k != "key"}, "students": sinfo}
     return rows, notes

@@ -19,8 +19,7 @@ import pandas as pd
 from pydantic import ValidationError
 
 from cxrdistill.errors import InputError
-from cxrdistill.fairkd.experiment import (TEACHER, TIDY_COLUMNS, Cohort, FairKDStudyConfig, _check_names, _students,
-                                          evaluate)
+from cxrdistill.fairkd.experiment import TIDY_COLUMNS, Cohort, FairKDStudyConfig, _check_names, cohort_rows
 from cxrdistill.fairkd.summary import GOAL, TEST_NAME, write_outputs
 
 # Settings of the synthetic measurement that mean nothing when the cohort and the teacher are given.
@@ -102,16 +101,7 @@ def run_on_cohort(c: Cohort, T: np.ndarray, cfg: FairKDStudyConfig, out: str | P
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    tinfo = {"key": teacher_key(T, c)}
-    keys = {"scenario": c.scenario, "attribute": c.attribute}
-    teacher_rows = evaluate(T, None, c, cfg, model=TEACHER, seed=-1, **keys)
-    rows: list[dict] = []
-    students: list[dict] = []
-    for seed in cfg.seeds:
-        rows += [{**r, "seed": int(seed)} for r in teacher_rows]
-        r, si = _students(c, T, tinfo, int(seed), cfg, root, log)
-        rows += r
-        students += si
+    rows, students = cohort_rows(c, T, {"key": teacher_key(T, c)}, cfg, root, log)
     sc = cfg.student
     note = (f"The study's cohort ({len(c.images)} images with a known {c.attribute}: "
             + ", ".join(f"{s} {len(ix)}" for s, ix in c.idx.items())
