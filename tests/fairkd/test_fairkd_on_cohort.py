@@ -103,3 +103,16 @@ def test_bad_settings_and_inputs_are_named():
         cohort_from_table(df.assign(race="White"), imgs, "race", TASKS, "u-ignore", "x")
     with pytest.raises(InputError, match="39 images for 40 cohort rows"):
         cohort_from_table(df, imgs[:39], "race", TASKS, "u-ignore", "x")
+
+
+def test_tradeoff_plot_shows_every_student_of_every_panel(run):
+    from cxrdistill.fairkd.summary import tradeoff_plot
+
+    *_, out, _ = run
+    table = pd.read_parquet(out / "fairkd_summary.parquet")
+    fig = tradeoff_plot(table)
+    st = table[table["model"] != "teacher"]
+    axes = fig.axes[:1]  # observed labels only: one panel
+    assert len([a for a in fig.axes if a.get_title()]) == 1
+    lo, hi = axes[0].get_ylim()
+    assert lo <= st["retention_mean"].min() and hi >= max(st["retention_mean"].max(), 0.97)

@@ -254,6 +254,14 @@ def tradeoff_plot(table: pd.DataFrame, path: Path | None = None):
     cmap = plt.get_cmap("tab10")
     sources = labels_in(table) or list(LABELS[:1])
     fig, axes = plt.subplots(1, len(sources), figsize=(4.5 * len(sources) + 2, 4.4), sharey=True, squeeze=False)
+    # one retention axis for every panel, wide enough for every point of every panel (and the goal line)
+    ret = st["retention_mean"].to_numpy(float)
+    sd = np.nan_to_num(st["retention_std"].to_numpy(float)) if "retention_std" in st else np.zeros_like(ret)
+    ok = np.isfinite(ret)
+    lo = float(np.min(ret[ok] - sd[ok])) if ok.any() else GOAL["retention"]
+    hi = float(np.max(ret[ok] + sd[ok])) if ok.any() else 1.0
+    pad = 0.05 * max(hi - lo, 0.02)
+    y0, y1 = min(lo, GOAL["retention"]) - pad, max(hi + pad, 1.005)
     for ax, labels in zip(axes[0], sources):
         part = st[st["labels"] == labels]
         for r in part.itertuples():
@@ -265,8 +273,7 @@ def tradeoff_plot(table: pd.DataFrame, path: Path | None = None):
                         fmt=markers[scens.index(r.scenario) % len(markers)], color=cmap(models.index(name) % 10),
                         ms=7, capsize=2, alpha=0.85)
         x0, x1 = ax.get_xlim()
-        y0, y1 = ax.get_ylim()
-        x1, y1 = max(x1, 1.02), max(y1, 1.005)
+        x1 = max(x1, 1.02)
         ax.add_patch(Rectangle((GOAL["gap_reduction"], GOAL["retention"]), x1 - GOAL["gap_reduction"],
                                y1 - GOAL["retention"], color="#1e7b34", alpha=0.08, lw=0))
         ax.set_xlim(min(x0, -0.1), x1)
