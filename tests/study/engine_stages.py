@@ -47,3 +47,8 @@ def boom(ctx):
 
 def crash(ctx):
     raise ZeroDivisionError("division by zero")
+
+
+def slowfail(ctx):
+    time.sleep(1.5)
+    raise CxrError("slow and bad")

@@ -106,3 +106,9 @@ def test_ranks_are_cost_plus_the_costliest_chain_waiting():
 
     real = ranks(STAGES)  # the study: the distillation chain outranks fair distillation, which has no dependents
     assert real["distill"] > real["fair_distill"] and real["teacher"] > real["pretraining"]
+
+
+def test_two_failures_at_once_name_the_earlier_stage_whichever_ends_first(tmp_path):
+    stages = [Stage("slowfail", S.slowfail), Stage("boom", S.boom)]  # boom fails first in time
+    with pytest.raises(StageFailed, match=r"^stage 'slowfail' failed: slow and bad .*\(and 1 more\)$"):
+        run(tmp_path, "two", jobs=2, stages=stages)

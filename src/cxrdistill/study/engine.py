@@ -157,11 +157,12 @@ def run_stages(ctx: StudyContext, stages: list[Stage], only: list[str] | None = 
         pool = cf.ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"),
                                       initializer=_worker_init, initargs=(threads,))
     running: dict[Any, tuple[Stage, str, float]] = {}
-    failures: list[str] = []
+    failures: list[tuple[int, str]] = []  # (position in the stage list, message): reported in list order
+    pos = {s.name: i for i, s in enumerate(stages)}
 
     def finish(st: Stage, key: str, out: dict, t0: float) -> None:
         if "error" in out:
-            failures.append(out["error"])
+            failures.append((pos[st.name], out["error"]))
             return
         write_json({"key": key, "result": out["result"]}, rec_dir / f"{st.name}.json")
         ctx.keys[st.name], ctx.results[st.name] = key, out["result"]
@@ -180,7 +181,8 @@ def run_stages(ctx: StudyContext, stages: list[Stage], only: list[str] | None = 
                     conf = st.config(ctx)
                 except CxrError as e:
                     todo.remove(st)
-                    failures.append(f"stage {st.name!r} failed: {e} (earlier stages' results are kept in {ctx.out})")
+                    failures.append((pos[st.name], f"stage {st.name!r} failed: {e} (earlier stages' results are kept "
+                                                   f"in {ctx.out})"))
                     break
                 key = stable_hash({"stage": st.name, "config": conf, "deps": {d: ctx.keys.get(d) for d in st.deps}})
                 rec_path = rec_dir / f"{st.name}.json"
@@ -238,5 +240,6 @@ def run_stages(ctx: StudyContext, stages: list[Stage], only: list[str] | None = 
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
     if failures:
-        raise StageFailed(failures[0] + (f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""))
+        first = min(failures)[1]  # the same stage is named whichever process finished first
+        raise StageFailed(first + (f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""))
     return ctx.results
