@@ -101,8 +101,10 @@ class FairKDStudyConfig(_Strict):
         return v
 
 
-def make_config(config: FairKDStudyConfig | dict | None = None, **overrides: Any) -> FairKDStudyConfig:
-    """A validated config from a config object / dict plus keyword overrides (None values are ignored)."""
+def make_config(config: FairKDStudyConfig | dict | None = None, *, what: str = "fair-distill-study",
+                synthetic: bool = True, **overrides: Any) -> FairKDStudyConfig:
+    """A validated config from a config object / dict plus keyword overrides (None values are ignored; a dict merges
+    into a dict one level deep). ``what`` names the settings in errors; ``synthetic``: see :func:`_check_names`."""
     base = config.model_dump() if isinstance(config, FairKDStudyConfig) else dict(config or {})
     for k, v in overrides.items():
         if v is None:
@@ -116,8 +118,8 @@ def make_config(config: FairKDStudyConfig | dict | None = None, **overrides: Any
     except ValidationError as e:
         err = e.errors()[0]
         loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
-        raise InputError(f"invalid fair-distill-study setting {loc!r}: {err['msg']}") from None
-    _check_names(cfg)
+        raise InputError(f"invalid {what} setting {loc!r}: {err['msg']}") from None
+    _check_names(cfg, synthetic=synthetic)
     return cfg
 
 

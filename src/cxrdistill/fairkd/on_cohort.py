@@ -16,10 +16,8 @@ from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
-from pydantic import ValidationError
-
 from cxrdistill.errors import InputError
-from cxrdistill.fairkd.experiment import TIDY_COLUMNS, Cohort, FairKDStudyConfig, _check_names, cohort_rows
+from cxrdistill.fairkd.experiment import TIDY_COLUMNS, Cohort, FairKDStudyConfig, cohort_rows, make_config
 from cxrdistill.fairkd.summary import GOAL, TEST_NAME, write_outputs
 
 # Settings of the synthetic measurement that mean nothing when the cohort and the teacher are given.
@@ -36,17 +34,7 @@ def make_cohort_config(options: dict[str, Any] | None, **defaults: Any) -> FairK
         raise InputError(f"fair_distill.options: {', '.join(bad)} belong to the synthetic measurement "
                          "(`cxrdistill fair-distill-study`); a study distils its own teacher on its own cohort",
                          hint=f"remove {', '.join(bad)}; set student: {{epochs: …}}, methods, seeds instead")
-    merged = {**defaults, **options}
-    if isinstance(defaults.get("student"), dict) and isinstance(options.get("student"), dict):
-        merged["student"] = {**defaults["student"], **options["student"]}
-    try:
-        cfg = FairKDStudyConfig.model_validate(merged)
-    except ValidationError as e:
-        err = e.errors()[0]
-        loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
-        raise InputError(f"invalid fair_distill.options setting {loc!r}: {err['msg']}") from None
-    _check_names(cfg, synthetic=False)
-    return cfg
+    return make_config(defaults, what="fair_distill.options", synthetic=False, **options)
 
 
 def cohort_from_table(df: pd.DataFrame, images: np.ndarray, attribute: str, tasks: list[str], label_policy: str,
