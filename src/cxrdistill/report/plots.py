@@ -111,9 +111,13 @@ def loss_curves(histories: dict[str, list[dict]], title: str = ""):
         ep = [r["epoch"] for r in h]
         c = PALETTE[i % 7]
         if h and "train_loss" in h[0]:
-            ax.plot(ep, [r.get("train_loss") for r in h], color=c, ls="-", label=f"{name} train")
+            ax.plot(ep, [r.get("train_loss") for r in h], color=c, ls="-", marker="o", ms=3, label=f"{name} train")
         if h and "val_loss" in h[0]:
-            ax.plot(ep, [r.get("val_loss") for r in h], color=c, ls="--", label=f"{name} val")
+            ax.plot(ep, [r.get("val_loss") for r in h], color=c, ls="--", marker="s", ms=3, label=f"{name} val")
+    # markers: a one-epoch run is a point, not an invisible line; epochs are whole numbers
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss")
     ax.set_title(title, fontsize=10)
