@@ -90,7 +90,7 @@ def test_outputs_are_written_and_escaped_and_students_cached(run):
 
 
 def test_bad_settings_and_inputs_are_named():
-    with pytest.raises(InputError, match=r"fair_distill\.options: n, scenarios belong to the synthetic measurement"):
+    with pytest.raises(InputError, match=r"fair_distill\.options: n, scenarios are only for the synthetic measurement"):
         make_cohort_config({"scenarios": ["mixed"], "n": 100}, tasks=TASKS)
     with pytest.raises(InputError, match=r"invalid fair_distill\.options setting 'student\.epochs'"):
         make_cohort_config({"student": {"epochs": 0}}, tasks=TASKS)

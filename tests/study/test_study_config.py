@@ -38,10 +38,12 @@ def test_packaged_demo_config_validates():
 
 @pytest.mark.parametrize("override, where", [({"distill.train.lrr": 1}, "distill.train.lrr"),
                                              ({"teacher.pretrain.epochz": 1}, "teacher.pretrain.epochz"),
-                                             ({"split.fractions": [0.5, 0.5, 0.5]}, "sum to 1"),
+                                             ({"split.fractions": [0.5, 0.5, 0.5]},
+                                              "at 'split.fractions': split.fractions must sum to 1"),
                                              ({"cohort.source": "chexpert"}, "reader_args"),
                                              ({"fair_distill.options": {"n": 100}},
-                                              "n belong to the synthetic measurement"),
+                                              "at 'fair_distill.options': fair_distill.options: n is only for "
+                                              "the synthetic"),
                                              ({"fair_distill.options": {"student": {"epochz": 2}}}, "student.epochz"),
                                              ({"jobs": 0}, "jobs")])
 def test_bad_configs_name_the_key(override, where):

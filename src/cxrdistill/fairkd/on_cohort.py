@@ -31,7 +31,8 @@ def make_cohort_config(options: dict[str, Any] | None, **defaults: Any) -> FairK
     options = dict(options or {})
     bad = sorted(set(options) & set(SYNTHETIC_ONLY))
     if bad:
-        raise InputError(f"fair_distill.options: {', '.join(bad)} belong to the synthetic measurement "
+        raise InputError(f"fair_distill.options: {', '.join(bad)} {'is' if len(bad) == 1 else 'are'} only for the "
+                         "synthetic measurement "
                          "(`cxrdistill fair-distill-study`); a study distils its own teacher on its own cohort",
                          hint=f"remove {', '.join(bad)}; set student: {{epochs: …}}, methods, seeds instead")
     return make_config(defaults, what="fair_distill.options", synthetic=False, **options)

@@ -167,7 +167,11 @@ def load_config(path: str | Path | None, overrides: dict | None = None) -> Study
         return StudyConfig.model_validate(data)
     except ValidationError as e:
         err = e.errors()[0]
-        loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
         msg = err["msg"].removeprefix("Value error, ")
+        import re
+
+        # a check across keys names its key first ("split.fractions must …", "fair_distill.options: …")
+        m = re.match(r"([a-z_]+(?:\.[a-z_]+)*)[: ]", msg) if not err["loc"] else None
+        loc = ".".join(str(x) for x in err["loc"]) or (m[1] if m else "(top level)")
         raise InputError(f"invalid config at {loc!r}: {msg}", path=path,
                          hint="see README, 'Study configuration'") from None

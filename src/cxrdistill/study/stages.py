@@ -281,6 +281,11 @@ def predictions_path(ctx: StudyContext, who: str) -> Path:
         raise CxrError(f"no test predictions from stage {stage!r}; does the cohort have a test split?") from None
 
 
+def _mean_tokens(X):
+    """(N, D) embeddings from (N, D), (N, T, D) or (N, H, W, D) ones: token / spatial outputs mean-pooled."""
+    return X.reshape(len(X), -1, X.shape[-1]).mean(1) if X.ndim > 2 else X
+
+
 def _audit_one(ctx: StudyContext, who: str, store: str | None) -> dict:
     from cxrdistill.evaluation.audit import run_audit
     from cxrdistill.evaluation.audit_html import write_audit
@@ -308,7 +313,7 @@ def _audit_one(ctx: StudyContext, who: str, store: str | None) -> dict:
         test = cohort[cohort["split"] == "test"].reset_index(drop=True)
         src = open_embeddings(store)
         X = src.get(test["image_id"].tolist()).astype("float32")
-        X = X.reshape(len(X), -1, X.shape[-1]).mean(1) if X.ndim > 2 else X
+        X = _mean_tokens(X)
         meta = test[["image_id", *[c for c in ("sex", "race", "age", "patient_id") if c in test.columns]]]
         fa = audit_embeddings(X, meta, attributes=attrs, variance=a.pca_variance, modes=a.modes,
                               correction=a.correction, seed=ctx.cfg.seed, tsne=a.tsne)
@@ -421,7 +426,7 @@ def stage_fair_distill(ctx: StudyContext) -> dict:
     df = pd.read_parquet(ctx.out / "cohort.parquet")
     cache, rows = _images(ctx, df)
     T, info = load_embeddings(ctx.results["embed"]["store"], df["image_id"].astype(str).tolist())
-    T = T.reshape(len(T), -1, T.shape[-1]).mean(1) if T.ndim > 2 else T  # token outputs: mean-pooled
+    T = _mean_tokens(T)
     c = ctx.cfg.cohort
     label = c.synth.scenario if c.source == "synth" else c.source
     cohort = cohort_from_table(df, cache.array[rows], cfg.attribute, cfg.tasks, cfg.label_policy, label)
