@@ -16,7 +16,7 @@ LINK_FIXES = {"](../synth_preview.png)": "](docs/synth_preview.png)"}
 
 
 def build() -> str:
-    parts = [(ROOT / "docs" / "readme" / f"{name}.md").read_text(encoding="utf-8").strip() for name in SECTIONS]
+    parts = [(ROOT / "docs" / ("readme/" + name if name.startswith("_") else name)).with_suffix(".md").read_text(encoding="utf-8").strip() for name in SECTIONS]
     text = "\n\n".join(parts) + "\n"
     for old, new in LINK_FIXES.items():
         text = text.replace(old, new)

@@ -4,7 +4,7 @@ Each case builds its inputs with ``corpus_files`` in ``tmp/in``, runs the real C
 with outputs under ``tmp/out`` — or, for the teacher API, sends a raw HTTP request to a real server on 127.0.0.1 — and
 checks what the user gets: exit code 2 and one line naming the file / column / row and what to do (or the documented
 handling, checked on the output), no traceback, no output file and no temp file left behind. The table of cases is
-documented in docs/readme/reliability.md (a test below keeps the two in sync).
+documented in docs/reliability.md (a test below keeps the two in sync).
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ import corpus_files as cf  # noqa: E402
 from cxrdistill.cli import main  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
-DOC = REPO / "docs" / "readme" / "reliability.md"
+DOC = REPO / "docs" / "reliability.md"
 
 
 @dataclass
@@ -667,7 +667,7 @@ def test_corpus_case(name, tmp_path, capsys, monkeypatch, shared):
 
 
 def test_every_case_is_documented():
-    """docs/readme/reliability.md has a row for every case (and no row for a case that does not exist)."""
+    """docs/reliability.md has a row for every case (and no row for a case that does not exist)."""
     doc = DOC.read_text(encoding="utf-8")
     rows = set(re.findall(r"^\| `([a-z0-9_]+)` \|", doc, flags=re.M))
     assert rows == set(CASES), (set(CASES) - rows, rows - set(CASES))

@@ -4,7 +4,7 @@
     python -m cxrdistill.bench.synth_check mixed --n 2000 --epochs 4
 
 Shortcut scenarios are split by ``synth_split`` (phases kept apart); the others by patient at random. Takes about
-2 minutes for 2,000 images on one core. Used to calibrate the scenarios (docs/readme/synth.md, "Scenarios").
+2 minutes for 2,000 images on one core. Used to calibrate the scenarios (docs/synth.md, "Scenarios").
 """
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ Reference: Harvard-Ophthalmology-AI-Lab/FairVision, ``src/modules.py::Fair_Loss_
 with FairVision's command-line defaults c = 0.5 (``--fair_scaling_coef``), T = 1 (``--fair_scaling_temperature``),
 A = 1 (``--fair_right_asymptote``), blur 0.1, and 64 fresh samples per group each step for the group distances.
 
-Our choices (documented in ``docs/readme/fairness.md``):
+Our choices (documented in ``docs/fairness.md``):
 
 - **distance**: the losses are scalars, so optimal transport between them is exact in 1-D (sorted quantiles); we
   use ½·W₂² (what geomloss's p=2 Sinkhorn divergence tends to as blur → 0; its cost is |x − y|²/2) by default, or W₁,

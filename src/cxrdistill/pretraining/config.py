@@ -126,4 +126,4 @@ def coerce_config(model: type[BaseModel], cfg: Any, path=None):
             msgs.append(f"{loc}: " + ("unknown key (check its spelling)" if err["type"] == "extra_forbidden"
                                       else err["msg"]))
         raise InputError("invalid config: " + "; ".join(msgs), path=path,
-                         hint="see the documented keys in docs/readme/pretraining.md") from None
+                         hint="see the documented keys in docs/pretraining.md") from None

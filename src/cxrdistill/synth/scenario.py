@@ -344,7 +344,7 @@ def scenario_from_dict(data: dict[str, Any], *, source: object = None) -> Scenar
         return Scenario.model_validate(data)
     except ValidationError as e:
         raise InputError(f"invalid scenario: {_format_validation(e)}", path=source,
-                         hint="see docs/readme/synth.md for the scenario keys") from None
+                         hint="see docs/synth.md for the scenario keys") from None
 
 
 def load_scenario(spec: "str | os.PathLike | Scenario | dict | None") -> Scenario:

@@ -159,7 +159,7 @@ def validate(model: type[M], data: dict[str, Any], path=None) -> M:
             msg = "unknown key (check its spelling)" if err["type"] == "extra_forbidden" else err["msg"]
             msgs.append(f"{loc}: {msg}")
         raise InputError("invalid config: " + "; ".join(msgs), path=path,
-                         hint="see the documented keys in docs/readme/distill.md") from None
+                         hint="see the documented keys in docs/distill.md") from None
 
 
 def to_yaml(cfg: BaseModel) -> str:
