@@ -44,6 +44,19 @@ def test_base_override(tmp_path):
     assert sc.groups["Female"].share == 0.5 and "Male" in sc.groups
 
 
+def test_base_override_replaces_a_groups_site_mix(tmp_path):
+    """A group's ``sites`` over a base is the whole mix, not merged into the base's (which would keep site A)."""
+    p = _yaml(tmp_path, "base: acquisition\ngroups:\n  Black: {sites: {B: 1.0}}\n")
+    sc = load_scenario(p)
+    assert sc.groups["Black"].sites == {"B": 1.0}
+    assert sc.resolved()["Black"]["sites"] == {"B": 1.0}
+    assert sc.groups["White"].sites == {"A": 0.95, "B": 0.05}  # groups not named keep the base's mix
+    assert sc.sites["B"].contrast == 0.55  # site definitions still merge: only the mix is replaced
+    p = _yaml(tmp_path, "base: acquisition\nsites: {B: {noise: 0.1}}\n")
+    sc = load_scenario(p)
+    assert sc.sites["B"].noise == 0.1 and sc.sites["B"].contrast == 0.55
+
+
 @pytest.mark.parametrize("text, expect", [
     ("attribute: sex\ngroups:\n  Male: {share: 0.5}\n  Female: {share: 0.5, underdiagnosis: {edemaa: 0.3}}\n",
      "unknown finding 'edemaa'"),

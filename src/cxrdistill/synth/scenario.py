@@ -318,16 +318,27 @@ def _format_validation(e: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def _deep_merge(base: dict, over: dict) -> dict:
+# Mappings that describe one whole mix: given over a ``base:``, they replace the base's instead of merging into it
+# (merging ``Black: {sites: {B: 1.0}}`` into a base's ``{A: 0.1, B: 0.9}`` would silently keep site A).
+_REPLACED = {("groups", "*", "sites")}
+
+
+def _deep_merge(base: dict, over: dict, path: tuple[str, ...] = ()) -> dict:
     out = dict(base)
     for k, v in over.items():
-        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        here = (*path, str(k))
+        whole = any(len(r) == len(here) and all(a in ("*", b) for a, b in zip(r, here)) for r in _REPLACED)
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and not whole:
+            out[k] = _deep_merge(out[k], v, here)
+        else:
+            out[k] = v
     return out
 
 
 def scenario_from_dict(data: dict[str, Any], *, source: object = None) -> Scenario:
     """Validate a scenario mapping. ``base: NAME`` starts from a registered scenario and deep-merges the given keys
-    over it (so ``groups: {Female: {underdiagnosis: {all: 0.3}}}`` changes just that knob)."""
+    over it (so ``groups: {Female: {underdiagnosis: {all: 0.3}}}`` changes just that knob); a group's ``sites`` mix
+    is replaced whole (``Black: {sites: {B: 1.0}}`` means all at site B)."""
     if not isinstance(data, dict):
         raise InputError("a scenario must be a mapping of keys (name, attribute, groups, ...)", path=source)
     data = dict(data)
