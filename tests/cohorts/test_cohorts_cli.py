@@ -31,8 +31,8 @@ def test_import_chexpert_with_image_check_and_info(tiny_chexpert, tmp_path, caps
     df = load_cohort(out)
     # images root guessed as the folder above CheXpert-v1.0-small/ and remembered in the Parquet metadata
     assert df.attrs["images_root"] == str(tiny_chexpert.parent.parent.resolve())
-    assert df["view"].tolist() == ["AP", "LATERAL", "PA", "AP", "LATERAL", "PA", "LATERAL", "AP"]
-    assert df["frontal"].tolist() == [True, False, True, True, False, True, False, True]
+    assert df["view"].tolist() == ["AP", "LATERAL", "PA", "AP", "LATERAL", "PA", None, "AP"]  # None: frontal LL
+    assert df["frontal"].tolist() == [True, False, True, True, False, True, True, True]
     assert df["sex"].tolist() == ["F"] * 3 + ["M"] * 2 + [None] + ["M"] * 2
     np.testing.assert_array_equal(df["pleural_effusion"].to_numpy(),
                                   [1, np.nan, 0, -1, 1, np.nan, 1, 0])
@@ -41,7 +41,7 @@ def test_import_chexpert_with_image_check_and_info(tiny_chexpert, tmp_path, caps
     text = capsys.readouterr().out
     assert "patients" in text and "pleural_effusion" in text
     info = json.loads(js.read_text())
-    assert info["images"] == 8 and info["patients"] == 3 and info["views"] == {"AP": 3, "LATERAL": 3, "PA": 2}
+    assert info["images"] == 8 and info["patients"] == 3 and info["views"] == {"AP": 3, "LATERAL": 2, "PA": 2, "(null)": 1}
     assert info["labels"]["pleural_effusion"] == {"pos": 3, "neg": 2, "uncertain": 1, "blank": 2,
                                                   "prevalence": 3 / 8}
 
@@ -198,5 +198,6 @@ def test_chexpert_view_rules(tmp_path):
     rows = [chexpert_row(f"train/patient{k:05d}/study1/view1.jpg", fl=fl, appa=appa)
             for k, (fl, appa) in enumerate(combos)]
     df = READERS.create("chexpert", csv=write_csv(tmp_path / "v.csv", CHEXPERT_HEADER, rows))
-    assert df["view"].tolist() == ["AP", "PA", "LATERAL", "LATERAL", None, "LATERAL", "LATERAL", "PA", None]
-    assert df["frontal"].tolist() == [True, True, False, False, True, False, False, True, False]
+    # Frontal/Lateral decides frontal; a frontal decubitus (LL/RL) or blank projection has no AP/PA view
+    assert df["view"].tolist() == ["AP", "PA", None, None, None, "LATERAL", "LATERAL", "PA", None]
+    assert df["frontal"].tolist() == [True, True, True, True, True, False, False, True, False]

@@ -27,13 +27,23 @@ def test_chexpert_counts_match_independent_count(chexpert_df, chexpert_rows):
     assert df["study_id"].nunique() == len({"/".join(r[col["Path"]].split("/")[2:4]) for r in rows})
 
     def view(r):
-        if r[col["Frontal/Lateral"]] == "Lateral" or r[col["AP/PA"]] in ("", "LL", "RL"):
+        if r[col["Frontal/Lateral"]] == "Lateral":
             return "LATERAL"
-        return r[col["AP/PA"]]
+        return r[col["AP/PA"]] if r[col["AP/PA"]] in ("AP", "PA") else None
 
     expected_views = Counter(view(r) for r in rows)
-    assert dict(df["view"].value_counts()) == dict(expected_views)
-    assert expected_views["LATERAL"] == 32387 + 17  # 32387 laterals + 16 LL + 1 RL marked "Frontal"
+    assert dict(df["view"].value_counts()) == {k: v for k, v in expected_views.items() if k is not None}
+    assert int(df["view"].isna().sum()) == expected_views[None]
+    assert expected_views["LATERAL"] == 32387
+    # CheXpert's own Frontal/Lateral column decides: the 16 LL + 1 RL decubitus rows are frontal images
+    decubitus = [r for r in rows if r[col["AP/PA"]] in ("LL", "RL")]
+    assert len(decubitus) == 17 and all(r[col["Frontal/Lateral"]] == "Frontal" for r in decubitus)
+    assert all(r[col["Path"]].endswith("_frontal.jpg") for r in decubitus)
+    dec_ids = [r[col["Path"]].replace("CheXpert-v1.0-small/", "")[: -len(".jpg")] for r in decubitus]
+    dec = df.set_index("image_id").loc[dec_ids]
+    assert dec["frontal"].all() and dec["view"].isna().all()
+    n_frontal = sum(r[col["Frontal/Lateral"]] == "Frontal" for r in rows)
+    assert int(df["frontal"].sum()) == n_frontal == 191027
     sexes = Counter({"Male": "M", "Female": "F"}.get(r[col["Sex"]]) for r in rows)
     assert int((df["sex"] == "M").sum()) == sexes["M"]
     assert int((df["sex"] == "F").sum()) == sexes["F"]
@@ -60,7 +70,7 @@ def test_chexpert_table_shape_and_ids(chexpert_df):
     assert (first["patient_id"], first["view"], bool(first["frontal"]), first["sex"], first["age"]) == \
         ("patient00001", "AP", True, "F", 68.0)
     assert first["no_finding"] == 1 and first["pneumothorax"] == 0 and np.isnan(first["edema"])
-    assert (df["frontal"] == df["view"].isin(["PA", "AP"])).all()
+    assert (df["frontal"] == df["view"].isin(["PA", "AP"]) | df["view"].isna()).all()
     assert set(df["dataset"]) == {"chexpert"} and df["race"].isna().all()
     validate_cohort(df)  # idempotent on its own output
 

@@ -15,7 +15,7 @@ from cxrdistill.cohorts.harmonize import (SEX_MAP, assemble, check_unique, clean
                                           require_columns, snake_case)
 from cxrdistill.cohorts.readers import READERS
 from cxrdistill.errors import InputError
-from cxrdistill.io import read_table
+from cxrdistill.storage.io import read_table
 
 CHEXPERT_LABELS = [
     "No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion", "Edema",
@@ -36,14 +36,16 @@ def chexpert_image_id(path: pd.Series) -> pd.Series:
 def chexpert_view(fl: pd.Series, appa: pd.Series) -> tuple[pd.Series, pd.Series]:
     """(view, frontal) from ``Frontal/Lateral`` and ``AP/PA``.
 
-    Lateral → LATERAL; ``LL``/``RL`` in AP/PA (17 rows in train.csv, marked Frontal) → LATERAL as the issue asks;
-    Frontal with a blank AP/PA → view unknown (None) but frontal True."""
-    view = pd.Series(None, index=fl.index, dtype=object)
+    The dataset's own ``Frontal/Lateral`` column decides ``frontal`` (``AP/PA`` only when it is blank).
+    ``view`` is ``AP``/``PA``, ``LATERAL`` for lateral images, and null for frontal images without a usable
+    projection: a blank ``AP/PA`` or a decubitus one (``LL``/``RL``: 16 + 1 frontal rows in train.csv)."""
     is_appa = appa.isin(["AP", "PA"])
-    view[is_appa.to_numpy()] = appa[is_appa]
-    view[appa.isin(["LL", "RL"]).to_numpy()] = "LATERAL"
-    view[(fl == "Lateral").to_numpy()] = "LATERAL"
-    frontal = view.isin(["AP", "PA"]) | ((fl == "Frontal") & view.isna())
+    lateral = fl == "Lateral"
+    view = pd.Series(None, index=fl.index, dtype=object)
+    view[(is_appa & ~lateral).to_numpy()] = appa[is_appa & ~lateral]
+    view[lateral.to_numpy()] = "LATERAL"
+    frontal = (fl == "Frontal") | (fl.isna() & is_appa)
+    view[(frontal & ~is_appa).to_numpy()] = None
     return view, frontal.astype(bool)
 
 
