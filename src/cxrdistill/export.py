@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from cxrdistill.errors import CxrError, InputError
-from cxrdistill.io import atomic_path
+from cxrdistill.storage.io import atomic_path
 
 
 def _wrapper(model, with_head: bool):

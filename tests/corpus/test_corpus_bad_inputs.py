@@ -185,7 +185,7 @@ def case_embed_truncated_image(ctx):
     out = ctx.out / "store"
 
     def check():  # documented: the store is valid and holds only whole batches (here none); rerun resumes
-        from cxrdistill.teachers.store import EmbeddingStore
+        from cxrdistill.storage.store import EmbeddingStore
 
         st = EmbeddingStore.open(out)
         assert len(st) == 0 and st.verify()["ok"]
@@ -380,7 +380,7 @@ def case_npz_wrong_shape(ctx):
     argv, out = _import_emb(ctx, ctx.inp / "files", "cxr-foundation-npz")
 
     def check():  # documented: the store exists and holds only whole batches appended before the bad file (none)
-        from cxrdistill.teachers.store import EmbeddingStore
+        from cxrdistill.storage.store import EmbeddingStore
 
         st = EmbeddingStore.open(out)
         assert len(st) == 0 and st.verify()["ok"]
@@ -408,7 +408,7 @@ def case_embedding_ids_not_in_cohort(ctx):
 
 
 def _store(path: Path, ids: list[str], dim: int = 8) -> Path:
-    from cxrdistill.teachers.store import EmbeddingStore
+    from cxrdistill.storage.store import EmbeddingStore
 
     st = EmbeddingStore.create(path, (dim,), "float32", {"name": "corpus", "version": "1"})
     st.append(ids, np.random.default_rng(0).standard_normal((len(ids), dim)).astype(np.float32))

@@ -14,7 +14,7 @@ def tiny_cohort(tmp_path_factory):
     from PIL import Image
 
     from cxrdistill.teachers.local import timm_teacher
-    from cxrdistill.teachers.store import EmbeddingStore
+    from cxrdistill.storage.store import EmbeddingStore
 
     root = tmp_path_factory.mktemp("distill")
     imgs, y = make_images(220, seed=0)

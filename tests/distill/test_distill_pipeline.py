@@ -85,7 +85,7 @@ def test_probe_teacher_and_student_beat_chance(distilled, tiny_cohort):
     assert {"auc", "auc_pr", "max_youden", "youden", "tpr"} <= set(m.metric)
     assert (m.ci_low <= m.value + 1e-12).all() and (m.value <= m.ci_high + 1e-12).all()
     # the student's embeddings were stored for the feature audit
-    from cxrdistill.teachers.store import EmbeddingStore
+    from cxrdistill.storage.store import EmbeddingStore
 
     assert len(EmbeddingStore.open(d["root"] / "probe_s" / "embeddings")) == 220
 
@@ -169,7 +169,7 @@ class _CrashOnce(Distill):
 def test_resume_after_a_crash_is_exact(tiny_cohort):
     """With a learned-weight loss and the contrastive memory bank, a crashed + resumed run equals an uninterrupted
     one bit for bit."""
-    from cxrdistill.training.checkpoint import load_weights
+    from cxrdistill.storage.checkpoint import load_weights
     from cxrdistill.training.run_config import load_config
     from cxrdistill.training.runs import run_distill
 
@@ -235,7 +235,7 @@ def test_torchrun_two_processes_match_one(tiny_cohort):
     import sys
     from pathlib import Path
 
-    from cxrdistill.training.checkpoint import load_weights
+    from cxrdistill.storage.checkpoint import load_weights
 
     d = tiny_cohort
     args = ["distill", *map(str, common(d)), "--images-root", str(d["images"]), "--embeddings", str(d["store"]),

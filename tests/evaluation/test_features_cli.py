@@ -104,7 +104,7 @@ def test_embeddings_as_parquet_table(data, tmp_path):
 
 
 def test_embedding_store_input(data, tmp_path):
-    from cxrdistill.teachers.store import EmbeddingStore
+    from cxrdistill.storage.store import EmbeddingStore
 
     d, meta, X = data
     st = EmbeddingStore.create(tmp_path / "store", (X.shape[1],), "float32", {"name": "test"})
@@ -161,7 +161,7 @@ def test_probe_attributes_cli(data, tmp_path, capsys):
 def test_compare_cli_on_real_audits(tmp_path, capsys):
     """Audits from the performance audit's own ``run_audit``: a student with half the teacher's sex gap."""
     from cxrdistill.evaluation.audit import run_audit
-    from cxrdistill.io import write_json
+    from cxrdistill.storage.io import write_json
 
     rng = np.random.default_rng(0)
     n = 3000

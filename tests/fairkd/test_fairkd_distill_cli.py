@@ -18,7 +18,7 @@ from fairkd_helpers import make_images, teacher_embeddings
 
 def test_distill_command_with_a_fair_objective(tmp_path):
     from cxrdistill.teachers.local import TeacherInfo
-    from cxrdistill.teachers.store import EmbeddingStore
+    from cxrdistill.storage.store import EmbeddingStore
 
     imgs, y, g = make_images(80, seed=4)
     t = teacher_embeddings(imgs)

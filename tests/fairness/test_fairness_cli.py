@@ -7,7 +7,7 @@ import pytest
 import scipy.stats
 
 from cxrdistill.cli import main
-from cxrdistill.teachers.store import EmbeddingStore
+from cxrdistill.storage.store import EmbeddingStore
 
 
 @pytest.fixture(scope="module")

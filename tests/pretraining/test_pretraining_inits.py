@@ -41,7 +41,7 @@ def test_random_and_imagenet_file(timm_file):
 
 def test_real_imagenet_lite0_loads():
     from cxrdistill.models.imagenet import imagenet_lite0
-    from cxrdistill.training.checkpoint import load_weights
+    from cxrdistill.storage.checkpoint import load_weights
 
     net, info = build_init("imagenet", "efficientnet_lite0", 2)
     ref, _ = load_weights(imagenet_lite0())

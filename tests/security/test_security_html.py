@@ -125,7 +125,7 @@ def compared(audits, tmp_path_factory):
 @pytest.fixture(scope="module")
 def fair_out(hostile, tmp_path_factory):
     """`fair` on embeddings of a cohort whose race values are hostile (one method, one seed, one epoch)."""
-    from cxrdistill.teachers.store import EmbeddingStore
+    from cxrdistill.storage.store import EmbeddingStore
 
     d, pred, emb = hostile
     tmp = tmp_path_factory.mktemp("fair")

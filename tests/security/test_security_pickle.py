@@ -53,7 +53,7 @@ def _library_loaders():
     from cxrdistill.models.network import create_backbone, load_model
     from cxrdistill.models.students import load_for_finetune
     from cxrdistill.teachers.local import resolve_teacher
-    from cxrdistill.training.checkpoint import load_state, load_weights
+    from cxrdistill.storage.checkpoint import load_state, load_weights
 
     return {
         "load_weights": load_weights,

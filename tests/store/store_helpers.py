@@ -26,7 +26,7 @@ WRITER = r"""
 import sys
 sys.path.insert(0, sys.argv[5])
 from store_helpers import ids_for, vecs, INFO, DIM
-from cxrdistill.teachers.store import EmbeddingStore, select_shard, shard_writer
+from cxrdistill.storage.store import EmbeddingStore, select_shard, shard_writer
 path, n, bs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 shard = sys.argv[4] if sys.argv[4] != "-" else None
 st = EmbeddingStore.open_or_create(path, (DIM,), "float16", INFO, writer=shard_writer(shard))

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from cxrdistill.errors import InputError
-from cxrdistill.teachers.store import EmbeddingStore, parse_shard, select_shard, shard_of, shard_writer
+from cxrdistill.storage.store import EmbeddingStore, parse_shard, select_shard, shard_of, shard_writer
 from store_helpers import DIM, INFO, assert_consistent, ids_for, start_writer, vecs
 
 

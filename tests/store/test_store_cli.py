@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from cxrdistill.cli import main
-from cxrdistill.teachers.store import EmbeddingStore
+from cxrdistill.storage.store import EmbeddingStore
 from cxrdistill.teachers.tfrecord import encode_example, write_records
 
 

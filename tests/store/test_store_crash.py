@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from cxrdistill.teachers.store import EmbeddingStore
+from cxrdistill.storage.store import EmbeddingStore
 from store_helpers import DIM, INFO, assert_consistent, ids_for, start_writer, vecs
 
 N = 1500

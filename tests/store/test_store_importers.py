@@ -7,7 +7,7 @@ import pytest
 
 from cxrdistill.errors import InputError
 from cxrdistill.teachers.importers import import_embeddings, match_ids
-from cxrdistill.teachers.store import EmbeddingStore
+from cxrdistill.storage.store import EmbeddingStore
 from cxrdistill.teachers.tfrecord import encode_example, write_records
 
 # (stored per file, expected tokens) for each CXR Foundation output

@@ -103,7 +103,7 @@ def teacher():
 def clean_store(cohort, tmp_path_factory):
     """The reference: the whole cohort embedded in-process (no HTTP), in one uninterrupted run."""
     from cxrdistill.teachers.client import embed_cohort
-    from cxrdistill.teachers.store import EmbeddingStore
+    from cxrdistill.storage.store import EmbeddingStore
 
     out = tmp_path_factory.mktemp("clean") / "store"
     res = embed_cohort(TEACHER, cohort["table"], cohort["root"], out, size=SIZE, batch_size=16, concurrency=1,

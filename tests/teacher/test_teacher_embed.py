@@ -16,7 +16,7 @@ from cxrdistill.cli import main
 from cxrdistill.errors import CxrError, InputError
 from cxrdistill.teachers.client import RetryPolicy, embed_cohort
 from cxrdistill.teachers.faults import FaultSpec
-from cxrdistill.teachers.store import EmbeddingStore
+from cxrdistill.storage.store import EmbeddingStore
 
 from teacher_testlib import SIZE, TEACHER, TOKEN, assert_same_store
 

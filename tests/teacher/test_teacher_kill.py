@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image
 
 from cxrdistill.teachers.faults import FaultSpec
-from cxrdistill.teachers.store import EmbeddingStore
+from cxrdistill.storage.store import EmbeddingStore
 
 from teacher_testlib import TOKEN, assert_same_store
 

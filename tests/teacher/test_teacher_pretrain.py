@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from cxrdistill.cli import main
 from cxrdistill.teachers.local import resolve_teacher
-from cxrdistill.teachers.store import EmbeddingStore
+from cxrdistill.storage.store import EmbeddingStore
 from cxrdistill.training.methods.teacher_pretrain import batch_augment, multilabel_supcon, nt_xent
 
 CLI = str(Path(sys.executable).with_name("cxrdistill"))

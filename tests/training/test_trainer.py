@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from cxrdistill.errors import CxrError
-from cxrdistill.training.checkpoint import load_state, load_weights
+from cxrdistill.storage.checkpoint import load_state, load_weights
 from cxrdistill.training.data import ArrayDataset
 from cxrdistill.training.methods.supervised import Supervised
 from cxrdistill.training.trainer import Trainer, TrainConfig

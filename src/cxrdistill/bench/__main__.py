@@ -12,7 +12,7 @@ import time
 import traceback
 
 from cxrdistill.bench import AREAS
-from cxrdistill.io import atomic_open
+from cxrdistill.storage.io import atomic_open
 
 
 def machine() -> list[str]:

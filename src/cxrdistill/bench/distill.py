@@ -112,7 +112,7 @@ def _retention(quick: bool, root: Path, sizes: dict | None = None) -> list[dict]
     from cxrdistill.models.speed import compare_speed
     from cxrdistill.teachers.local import torch_teacher
     from cxrdistill.teachers.pretrain import PretrainConfig, pretrain_teacher
-    from cxrdistill.teachers.store import EmbeddingStore
+    from cxrdistill.storage.store import EmbeddingStore
     from cxrdistill.training.run_config import load_config
     from cxrdistill.training.runs import run_distill, run_probe
 

@@ -30,7 +30,7 @@ def rss_mb(field: str = "VmRSS") -> float:
 def build_store(path: str | os.PathLike, n: int, dim: int = 1376, dtype: str = "float16",
                 chunk_rows: int = 20000) -> float:
     """Fill a store with ``n`` synthetic rows by appending big chunks; returns seconds."""
-    from cxrdistill.teachers.store import EmbeddingStore
+    from cxrdistill.storage.store import EmbeddingStore
 
     t0 = time.perf_counter()
     st = EmbeddingStore.create(path, (dim,), dtype, {"name": "bench", "version": "1"})
@@ -44,7 +44,7 @@ def build_store(path: str | os.PathLike, n: int, dim: int = 1376, dtype: str = "
 
 def iterate_measure(path: str | os.PathLike, batch_size: int = 4096, ids_sample: int = 0) -> dict:
     """Open + iterate every batch, tracking resident memory; meant to run in a fresh process."""
-    from cxrdistill.teachers.store import EmbeddingStore
+    from cxrdistill.storage.store import EmbeddingStore
 
     r0 = rss_mb()
     t0 = time.perf_counter()
@@ -90,7 +90,7 @@ def iterate_in_subprocess(path: str | os.PathLike, batch_size: int = 4096, ids_s
 
 
 def run(quick: bool = False) -> list[dict]:
-    from cxrdistill.teachers.store import EmbeddingStore
+    from cxrdistill.storage.store import EmbeddingStore
 
     n = 100_000 if quick else 1_000_000
     d = Path(tempfile.mkdtemp(prefix="cxrd-bench-store-"))

@@ -162,7 +162,7 @@ def run(quick: bool = False) -> list[dict]:
         finally:
             proc.terminate()
             proc.wait(timeout=30)
-        from cxrdistill.teachers.store import EmbeddingStore
+        from cxrdistill.storage.store import EmbeddingStore
 
         a, b = EmbeddingStore.open(tmp / "store_local"), EmbeddingStore.open(tmp / "store_http")
         ids = a.ids

@@ -117,7 +117,7 @@ def split_from_file(df: pd.DataFrame, path: str | os.PathLike) -> tuple[pd.DataF
     does not list get a null split. Returns the table and counts (matched rows, unlisted rows, unknown ids).
     """
     from cxrdistill.cohorts.harmonize import clean_str, line_of, map_values
-    from cxrdistill.io import read_table
+    from cxrdistill.storage.io import read_table
 
     tab = read_table(path, dtype=str)
     key = "image_id" if "image_id" in tab.columns else "patient_id" if "patient_id" in tab.columns else None

@@ -163,7 +163,7 @@ def validate_cohort(df: pd.DataFrame, source: object = "cohort") -> pd.DataFrame
 
 def load_cohort(path: str | os.PathLike) -> pd.DataFrame:
     """Read a cohort table (Parquet, or CSV) and validate it."""
-    from cxrdistill.io import read_table
+    from cxrdistill.storage.io import read_table
 
     p = Path(path)
     if p.is_dir():
@@ -175,7 +175,7 @@ def load_cohort(path: str | os.PathLike) -> pd.DataFrame:
 
 def save_cohort(df: pd.DataFrame, path: str | os.PathLike, source: object | None = None) -> pd.DataFrame:
     """Validate and write atomically as Parquet (or CSV by extension); returns the validated table."""
-    from cxrdistill.io import write_table
+    from cxrdistill.storage.io import write_table
 
     out = validate_cohort(df, source if source is not None else path)
     write_table(out, path)

@@ -144,7 +144,7 @@ def register(app: typer.Typer) -> None:
 
         from cxrdistill.cohorts.importer import cohort_summary
         from cxrdistill.cohorts.validate import load_cohort
-        from cxrdistill.io import clean_json, write_json
+        from cxrdistill.storage.io import clean_json, write_json
 
         s = cohort_summary(load_cohort(cohort_path))
         console = Console(soft_wrap=True, markup=False, highlight=False)

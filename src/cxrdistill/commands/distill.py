@@ -26,7 +26,7 @@ def _tasks(values: Optional[List[str]]) -> Optional[List[str]]:
 def _print_summary(summary: dict) -> None:
     import json
 
-    from cxrdistill.io import clean_json
+    from cxrdistill.storage.io import clean_json
 
     typer.echo(json.dumps(clean_json(summary), indent=1))
 

@@ -1,4 +1,4 @@
-"""``cxrdistill embeddings import|info|export|merge|compact`` — manage embedding stores (thin; see teachers.store)."""
+"""``cxrdistill embeddings import|info|export|merge|compact`` — manage embedding stores (thin; see storage.store)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -33,7 +33,7 @@ def import_cmd(
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
     """Import precomputed embeddings into a store; prints matched / unmatched / missing ids."""
-    from cxrdistill.io import read_table, write_json
+    from cxrdistill.storage.io import read_table, write_json
     from cxrdistill.teachers.importers import import_embeddings
 
     cdf = read_table(cohort) if cohort is not None else None
@@ -75,7 +75,7 @@ def info_cmd(
     import json
 
     from cxrdistill.errors import CxrError
-    from cxrdistill.teachers.store import EmbeddingStore
+    from cxrdistill.storage.store import EmbeddingStore
 
     st = EmbeddingStore.open(store, "r")
     m = st.manifest
@@ -128,7 +128,7 @@ def merge_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="New store directory."),
 ) -> None:
     """Merge stores of one teacher into a new single-chunk store (an id present twice is kept once)."""
-    from cxrdistill.teachers.store import EmbeddingStore
+    from cxrdistill.storage.store import EmbeddingStore
 
     st = EmbeddingStore.merge(sources, out)
     typer.echo(f"merged {len(sources)} store(s): {len(st)} embeddings in {out}")
@@ -140,7 +140,7 @@ def compact_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="New store directory (one chunk, duplicates dropped)."),
 ) -> None:
     """Rewrite a store with many chunks (or several shard writers) as one chunk."""
-    from cxrdistill.teachers.store import EmbeddingStore
+    from cxrdistill.storage.store import EmbeddingStore
 
     st = EmbeddingStore.open(store, "r").compact(out)
     typer.echo(f"compacted {len(st)} embeddings into {out}")

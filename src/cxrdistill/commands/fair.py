@@ -32,7 +32,7 @@ def _build_config(config: Optional[Path], methods: list[str], seeds: Optional[st
 
     data: dict = {}
     if config is not None:
-        from cxrdistill.io import read_yaml_mapping
+        from cxrdistill.storage.io import read_yaml_mapping
 
         data = read_yaml_mapping(config)
     if methods:

@@ -25,7 +25,7 @@ def build_settings(config: Optional[Path], options: dict, sets: Optional[List[st
 
     data: dict = {}
     if config is not None:
-        from cxrdistill.io import read_yaml_mapping
+        from cxrdistill.storage.io import read_yaml_mapping
 
         data = read_yaml_mapping(config)
     for k, v in options.items():

@@ -26,7 +26,7 @@ def cache_cmd(
     """Build (or resume, or reuse) the cache; a killed build continues where it stopped."""
     from cxrdistill.images.cache import ImageCache
     from cxrdistill.errors import InputError
-    from cxrdistill.io import read_table
+    from cxrdistill.storage.io import read_table
 
     df = read_table(cohort)
     if "image_id" in df.columns and df["image_id"].astype(str).duplicated().any():

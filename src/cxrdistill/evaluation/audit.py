@@ -53,7 +53,7 @@ class AuditResult:
 
     def to_json(self) -> dict:
         """The ``audit.json`` document (JSON-safe: NaN/inf become null)."""
-        from cxrdistill.io import clean_json
+        from cxrdistill.storage.io import clean_json
 
         labels = self.settings["labels"]
         doc: dict = {"schema": "cxrdistill.audit/1", "input": self.input, "settings": self.settings}

@@ -199,7 +199,7 @@ def write_audit(res, out_dir, title: str = "Performance audit") -> dict:
     audit is complete). Returns the audit.json document."""
     from pathlib import Path
 
-    from cxrdistill.io import atomic_open, write_json, write_parquet
+    from cxrdistill.storage.io import atomic_open, write_json, write_parquet
 
     out_dir = Path(out_dir)
     doc = res.to_json()

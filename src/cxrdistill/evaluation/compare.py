@@ -378,7 +378,7 @@ def compare_bundles(bundles: list[AuditBundle], *, alpha: float = 0.05, correcti
 
 
 def _json_rows(tidy: pd.DataFrame, names: list[str], key: list[str]) -> list[dict]:
-    from cxrdistill.io import clean_json
+    from cxrdistill.storage.io import clean_json
 
     out = []
     kt = tidy[key].astype(object).where(tidy[key].notna(), None)

@@ -60,7 +60,7 @@ def read_ids(path: str | Path) -> list[str]:
     if p.suffix.lower() in {".txt", ".ids"}:
         ids = [line.strip() for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
     else:
-        from cxrdistill.io import read_table
+        from cxrdistill.storage.io import read_table
 
         df = read_table(p, dtype={"image_id": str})
         if "image_id" not in df.columns:
@@ -97,7 +97,7 @@ def _from_table(df: pd.DataFrame, path: Path, columns: list[str] | None = None) 
 def open_embeddings(path: str | Path, ids_path: str | Path | None = None):
     """An embedding source with ``.ids`` and ``.get(ids) -> float64 array (n × d)`` from any supported input.
 
-    Inputs: an ``EmbeddingStore`` directory (``cxrdistill.teachers.store``, read lazily), a ``.npy`` matrix with
+    Inputs: an ``EmbeddingStore`` directory (``cxrdistill.storage.store``, read lazily), a ``.npy`` matrix with
     its ids in ``ids_path`` or a sidecar ``<name>.ids.txt``, an ``.npz`` with ``embeddings`` (or ``X``) and ``ids``
     arrays, or a CSV/Parquet table with ``image_id`` and ``emb_*`` columns. Pickled objects are never loaded.
     """
@@ -107,7 +107,7 @@ def open_embeddings(path: str | Path, ids_path: str | Path | None = None):
     name = p.name.lower()
     if p.is_dir():
         try:  # imported lazily: the store belongs to teachers/ (numpy only), most audits never need it
-            from cxrdistill.teachers.store import EmbeddingStore
+            from cxrdistill.storage.store import EmbeddingStore
         except ImportError:
             raise InputError("is a directory but the embedding store module is not available", path=p,
                              hint="export the embeddings to .npy + ids or a table with emb_* columns") from None
@@ -142,7 +142,7 @@ def open_embeddings(path: str | Path, ids_path: str | Path | None = None):
                 raise InputError("has no 'ids' array", path=p, hint="pass --embedding-ids FILE")
             ids = read_ids(ids_path)
     else:
-        from cxrdistill.io import read_table
+        from cxrdistill.storage.io import read_table
 
         ids, X = _from_table(read_table(p, dtype={"image_id": str}), p)
     X = np.asarray(X)
@@ -197,7 +197,7 @@ def expand_columns(df: pd.DataFrame, patterns: list[str], path: object | None = 
 
 def read_metadata(path: str | Path, split: str | None = None) -> pd.DataFrame:
     """A cohort or predictions table keyed by unique ``image_id``, optionally filtered to one split."""
-    from cxrdistill.io import read_table
+    from cxrdistill.storage.io import read_table
 
     p = Path(path)
     df = read_table(p, dtype={"image_id": str, "patient_id": str})

@@ -21,7 +21,7 @@ def label_column(task: str, kind: str) -> str:
 
 def read_predictions(path: str | Path):
     """Read a predictions table (CSV, optionally gzipped, or Parquet) and check it is non-empty with unique ids."""
-    from cxrdistill.io import read_table
+    from cxrdistill.storage.io import read_table
 
     df = read_table(path)
     if len(df) == 0:

@@ -198,7 +198,7 @@ def split_by_phase(meta: pd.DataFrame, val_fraction: float, seed: int) -> np.nda
 
 def _save_npy(path: Path, arr: np.ndarray) -> None:
     """An array as .npy, written atomically (no pickles)."""
-    from cxrdistill.io import atomic_path
+    from cxrdistill.storage.io import atomic_path
 
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
@@ -218,7 +218,7 @@ def _render(scenario: str, n: int, size: int, seed: int, cfg: FairKDStudyConfig,
     images, meta = synth.render_batch(n, size, seed, scenario, workers=cfg.workers)
     log(f"[{scenario}] rendered {len(images)} images at {size} px in {time.perf_counter() - t0:.0f} s")
     if d is not None:
-        from cxrdistill.io import write_parquet
+        from cxrdistill.storage.io import write_parquet
 
         d.mkdir(parents=True, exist_ok=True)
         _save_npy(d / "images.npy", images)
@@ -343,7 +343,7 @@ def train_teacher(c: Cohort, cfg: FairKDStudyConfig, root: Path, log: Callable[[
                                               c.meta[[f"true_{f}" for f in c.findings]].to_numpy(float)[te],
                                               logits[te]) for k in LABELS}}
     _save_npy(d / "embeddings.npy", T)
-    from cxrdistill.io import clean_json, write_json
+    from cxrdistill.storage.io import clean_json, write_json
 
     write_json(clean_json(info), done)
     shutil.rmtree(d / "run", ignore_errors=True)
@@ -422,7 +422,7 @@ def train_student(c: Cohort, T: np.ndarray, method: str, seed: int, cfg: FairKDS
     info = {"key": key, "method": method, "seed": seed, "params": params, "seconds": round(secs, 1),
             "epochs": len(hist), "student_params": count_params(st), "backbone": spec.backbone,
             "last": {k: v for k, v in last.items() if isinstance(v, (int, float))}}
-    from cxrdistill.io import clean_json, write_json
+    from cxrdistill.storage.io import clean_json, write_json
 
     write_json(clean_json(info), done)
     shutil.rmtree(d / "run", ignore_errors=True)

@@ -294,7 +294,7 @@ def tradeoff_plot(table: pd.DataFrame, path: Path | None = None):
     fig.legend(handles=handles, loc="center right", fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0, 1 - 2 / fig.get_figwidth(), 1))
     if path is not None:
-        from cxrdistill.io import atomic_path
+        from cxrdistill.storage.io import atomic_path
 
         with atomic_path(path) as tmp:
             fig.savefig(tmp, format="png", dpi=110)
@@ -338,7 +338,7 @@ def report_section(table: pd.DataFrame | str | Path, meta: dict | None = None) -
 
 def write_outputs(tidy: pd.DataFrame, meta: dict, out: Path) -> dict[str, Any]:
     """Every output file of the study (atomically)."""
-    from cxrdistill.io import atomic_open, clean_json, write_json, write_parquet, write_table
+    from cxrdistill.storage.io import atomic_open, clean_json, write_json, write_parquet, write_table
     from cxrdistill.report import html as H
 
     ps = per_seed(tidy)

@@ -301,7 +301,7 @@ class FairMethod(Method):
         needed = {self.candidates[i]["epoch"] for i in self._needed()}
         if d is not None:
             if trainer.dist.is_main:
-                from cxrdistill.training.checkpoint import save_weights
+                from cxrdistill.storage.checkpoint import save_weights
 
                 if epoch in needed:
                     save_weights(state, d / f"epoch_{epoch:04d}.safetensors")
@@ -347,7 +347,7 @@ class FairMethod(Method):
             if f is None or not f.exists():
                 raise CxrError(f"weights of the selected epoch {ep} are missing"
                                + (f" ({f})" if f else "") + "; re-run without resuming")
-            from cxrdistill.training.checkpoint import load_weights
+            from cxrdistill.storage.checkpoint import load_weights
 
             state, _ = load_weights(f)
         model.load_state_dict(state)

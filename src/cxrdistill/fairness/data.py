@@ -149,7 +149,7 @@ def _assemble(frame, targets, names, notes, tasks, attribute, label_source, kind
 def from_embeddings(df: pd.DataFrame, store_path: str | Path, tasks: Sequence[str], attribute: str, *,
                     standardize: bool = True, cohort_path: object = None, **kw) -> FairData:
     """Frozen embeddings from an EmbeddingStore (token outputs mean-pooled), standardised with train statistics."""
-    from cxrdistill.teachers.store import EmbeddingStore
+    from cxrdistill.storage.store import EmbeddingStore
 
     df = df.reset_index(drop=True)
     frame, _, _, notes = prepare_frame(df.assign(_row=np.arange(len(df))), tasks, attribute, path=cohort_path, **kw)

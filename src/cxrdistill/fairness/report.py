@@ -118,7 +118,7 @@ def pareto_plot(ps: pd.DataFrame, path: str | Path, score: str = "auc", title: s
     import matplotlib.pyplot as plt
 
     from cxrdistill.fairness.selection import pareto_front
-    from cxrdistill.io import atomic_path
+    from cxrdistill.storage.io import atomic_path
 
     gap = f"{score}_gap"
     fig, ax = plt.subplots(figsize=(5.6, 4.2), dpi=120)

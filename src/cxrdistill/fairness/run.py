@@ -94,8 +94,8 @@ def run_one(data, method: str, seed: int, cfg: FairRunConfig, out: Path, *, devi
 
     from cxrdistill.fairness import FAIR_METHODS
     from cxrdistill.fairness.base import predict_logits
-    from cxrdistill.io import write_json, write_parquet
-    from cxrdistill.training.checkpoint import save_weights
+    from cxrdistill.storage.io import write_json, write_parquet
+    from cxrdistill.storage.checkpoint import save_weights
     from cxrdistill.training.trainer import TrainConfig
 
     params = cfg.method_params.get(method, {})
@@ -130,7 +130,7 @@ def run_one(data, method: str, seed: int, cfg: FairRunConfig, out: Path, *, devi
     write_parquet(predictions_table(data, probs), pred_path)
     info = {"key": key, "method": method, "seed": int(seed), "seconds": seconds, "epochs": len(res.history),
             "info": res.info}
-    from cxrdistill.io import clean_json
+    from cxrdistill.storage.io import clean_json
 
     write_json(clean_json(info), done)
     log(f"[fair] {method} seed {seed}: {seconds:.1f} s")
@@ -143,7 +143,7 @@ def run_fair(data, cfg: FairRunConfig, out: str | Path, *, device: str = "auto",
     from cxrdistill.fairness import FAIR_METHODS
     from cxrdistill.fairness.metrics import tidy_rows
     from cxrdistill.fairness.report import markdown_table, pareto_plot, per_seed, summarize
-    from cxrdistill.io import atomic_open, clean_json, write_json, write_parquet, write_table
+    from cxrdistill.storage.io import atomic_open, clean_json, write_json, write_parquet, write_table
 
     out = Path(out)
     for m in cfg.methods:

@@ -258,8 +258,8 @@ def run_seg(data: SegData, cfg, out: str | Path, *, base: int = 16, depth: int =
     from cxrdistill.fairness.base import iterate_batches
     from cxrdistill.fairness.report import markdown_table, pareto_plot, per_seed, summarize
     from cxrdistill.fairness.run import _hash
-    from cxrdistill.io import atomic_open, clean_json, write_json, write_parquet, write_table
-    from cxrdistill.training.checkpoint import save_weights
+    from cxrdistill.storage.io import atomic_open, clean_json, write_json, write_parquet, write_table
+    from cxrdistill.storage.checkpoint import save_weights
     from cxrdistill.training.trainer import TrainConfig
 
     out = Path(out)

@@ -25,7 +25,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from cxrdistill.errors import InputError
-from cxrdistill.io import atomic_path, write_json
+from cxrdistill.storage.io import atomic_path, write_json
 
 CACHE_FORMAT = "cxrdistill-image-cache"
 CACHE_VERSION = 1
@@ -336,7 +336,7 @@ class _BuildState:
     def finish(self, ids: list[str], paths: list[str]) -> None:
         import pandas as pd
 
-        from cxrdistill.io import write_parquet
+        from cxrdistill.storage.io import write_parquet
 
         if not self.done.all():  # pragma: no cover - run() either completes or raises
             raise RuntimeError("cache build incomplete")

@@ -97,13 +97,13 @@ def head_input_dim(embed_shape, pool: str = "mean") -> int:
 
 def save_head(head: HeadNet, path: str | Path, **meta: Any) -> None:
     """Weights (safetensors) with the constructor arguments, so :func:`load_head` rebuilds it."""
-    from cxrdistill.training.checkpoint import save_weights
+    from cxrdistill.storage.checkpoint import save_weights
 
     save_weights(head.state_dict(), path, {"head": head.config, **meta})
 
 
 def load_head(path: str | Path) -> tuple[HeadNet, dict]:
-    from cxrdistill.training.checkpoint import load_weights
+    from cxrdistill.storage.checkpoint import load_weights
 
     sd, meta = load_weights(path)
     if "head" not in meta:

@@ -26,7 +26,7 @@ def convert_lite0(src: str | Path, dst: str | Path) -> Path:
     """Map lukemelas-style keys onto timm's by position, checking that every shape and parameter kind agrees."""
     import timm
 
-    from cxrdistill.training.checkpoint import load_weights, save_weights
+    from cxrdistill.storage.checkpoint import load_weights, save_weights
 
     sd, _ = load_weights(src)  # weights_only=True: the package's file is a plain state dict
     sd = {k: v for k, v in sd.items() if not k.startswith("_fc.")}

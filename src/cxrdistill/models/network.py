@@ -36,7 +36,7 @@ def load_backbone_weights(model: nn.Module, path: str | Path, in_chans: int = 1,
     ``adapt_input_conv`` does). Errors when fewer than ``min_match`` of the model's tensors are found."""
     from timm.models import adapt_input_conv
 
-    from cxrdistill.training.checkpoint import load_weights
+    from cxrdistill.storage.checkpoint import load_weights
 
     sd, _ = load_weights(path)
     sd = {k.removeprefix("module.").removeprefix("backbone."): v for k, v in sd.items()}
@@ -92,14 +92,14 @@ class CxrNet(nn.Module):
 
 def save_model(model: CxrNet, path: str | Path, **extra_meta: Any) -> None:
     """Weights as safetensors with the constructor arguments, so :func:`load_model` rebuilds the same network."""
-    from cxrdistill.training.checkpoint import save_weights
+    from cxrdistill.storage.checkpoint import save_weights
 
     save_weights(model.state_dict(), path, {"cxrnet": model.config, **extra_meta})
 
 
 def load_model(path: str | Path, **overrides: Any) -> tuple[CxrNet, dict]:
     """Rebuild a :class:`CxrNet` saved by :func:`save_model`; returns (model, metadata)."""
-    from cxrdistill.training.checkpoint import load_weights
+    from cxrdistill.storage.checkpoint import load_weights
 
     sd, meta = load_weights(path)
     if "cxrnet" not in meta:

@@ -103,7 +103,7 @@ def load_for_finetune(path: str | Path, num_classes: int, head_on: str | None = 
     else ``"features"``. Returns (model, metadata).
     """
     from cxrdistill.models.network import CxrNet
-    from cxrdistill.training.checkpoint import load_weights
+    from cxrdistill.storage.checkpoint import load_weights
 
     sd, meta = load_weights(path)
     if "cxrnet" not in meta:

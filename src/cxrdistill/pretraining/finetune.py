@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from cxrdistill.errors import InputError
-from cxrdistill.io import clean_json, write_json, write_table
+from cxrdistill.storage.io import clean_json, write_json, write_table
 from cxrdistill.pretraining.config import FinetuneConfig, coerce_config
 from cxrdistill.training.method import METHODS, Method
 
@@ -213,7 +213,7 @@ def finetune(cfg: FinetuneConfig | dict | None, cohort_df, images, out: str | Pa
     metrics = attach_metrics(pred, tasks, n_boot=cfg.n_boot, seed=cfg.train.seed)
     write_table(metrics, out / "metrics" / f"{cfg.eval_split}.csv")
     if plot:
-        from cxrdistill.io import atomic_path
+        from cxrdistill.storage.io import atomic_path
         from cxrdistill.report.plots import loss_curves, plt
 
         fig = loss_curves({"": hist}, title=f"{cfg.init} · {policy} · aux {'on' if cfg.aux else 'off'}")

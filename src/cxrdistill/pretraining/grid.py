@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from cxrdistill.errors import InputError
-from cxrdistill.io import atomic_open, atomic_path, clean_json, write_json, write_table
+from cxrdistill.storage.io import atomic_open, atomic_path, clean_json, write_json, write_table
 from cxrdistill.pretraining.config import GridConfig, coerce_config
 
 INIT_LABELS = {"random": "random", "imagenet": "ImageNet", "supervised": "in-domain supervised",
@@ -78,7 +78,7 @@ def cached_synthetic_cohort(d: Path, n: int, size: int, seed: int, scenario: str
     key = hashlib.sha1(json.dumps([int(n), int(size), int(seed), str(scenario)]).encode()).hexdigest()[:12]
     table, pixels = d / f"synthetic-{key}.parquet", d / f"synthetic-{key}.npy"
     if table.exists() and pixels.exists():
-        from cxrdistill.io import read_table
+        from cxrdistill.storage.io import read_table
 
         return read_table(table), np.load(pixels, allow_pickle=False)
     df, images = synthetic_pretraining_cohort(n, size, seed, scenario)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from cxrdistill.errors import InputError
-from cxrdistill.io import clean_json, write_json
+from cxrdistill.storage.io import clean_json, write_json
 from cxrdistill.pretraining.config import PretrainConfig, coerce_config
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cxrdistill.io import atomic_path, clean_json, write_json, write_parquet
+from cxrdistill.storage.io import atomic_path, clean_json, write_json, write_parquet
 from cxrdistill.report import feature_plots as fp
 from cxrdistill.report.html import esc, page, paragraph, section, table
 

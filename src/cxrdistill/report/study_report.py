@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from cxrdistill.io import atomic_open
+from cxrdistill.storage.io import atomic_open
 from cxrdistill.report.html import (bullets, esc, figure, markdown_tables, page, pair, paragraph, section, table,
                                     toc)
 

@@ -154,7 +154,7 @@ class StudyConfig(_M):
 
 def load_config(path: str | Path | None, overrides: dict | None = None) -> StudyConfig:
     """Read and validate a study YAML; errors name the file and the offending key."""
-    from cxrdistill.io import read_yaml_mapping
+    from cxrdistill.storage.io import read_yaml_mapping
 
     data: dict = read_yaml_mapping(path) if path is not None else {}
     for k, v in (overrides or {}).items():

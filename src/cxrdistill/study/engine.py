@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from cxrdistill.errors import CxrError
-from cxrdistill.io import write_json
+from cxrdistill.storage.io import write_json
 
 
 def stable_hash(obj: Any) -> str:

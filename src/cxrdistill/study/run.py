@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from cxrdistill.io import atomic_open, clean_json, write_json
+from cxrdistill.storage.io import atomic_open, clean_json, write_json
 from cxrdistill.study.config import StudyConfig, load_config
 from cxrdistill.study.engine import StudyContext, file_logger, run_stages
 

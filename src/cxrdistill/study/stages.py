@@ -125,7 +125,7 @@ def stage_teacher(ctx: StudyContext) -> dict:
 
 
 def _jsonable(obj):
-    from cxrdistill.io import clean_json
+    from cxrdistill.storage.io import clean_json
 
     return json.loads(json.dumps(clean_json(obj), default=str))
 
@@ -136,7 +136,7 @@ def stage_embed(ctx: StudyContext) -> dict:
     import shutil
 
     from cxrdistill.teachers.client import embed_cohort
-    from cxrdistill.teachers.store import EmbeddingStore
+    from cxrdistill.storage.store import EmbeddingStore
 
     t = ctx.cfg.teacher
     store = ctx.out / "embeddings" / "teacher"
@@ -418,7 +418,7 @@ def stage_fair_distill(ctx: StudyContext) -> dict:
 
     from cxrdistill.fairkd.on_cohort import cohort_from_table, run_on_cohort
     from cxrdistill.fairkd.summary import report_section
-    from cxrdistill.io import atomic_open
+    from cxrdistill.storage.io import atomic_open
     from cxrdistill.training.inputs import load_embeddings
 
     cfg = _fair_distill_cfg(ctx)

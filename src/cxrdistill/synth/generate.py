@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from cxrdistill.errors import InputError
-from cxrdistill.io import atomic_open, clean_json, write_json
+from cxrdistill.storage.io import atomic_open, clean_json, write_json
 from cxrdistill.synth.render import ImageSpec, render_spec
 from cxrdistill.synth.sample import CHEXPERT_LABELS, manifestation_of, sample_cohort
 from cxrdistill.synth.scenario import FINDINGS, PATHOLOGIES, Scenario, load_scenario

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw, ImageFont
 
-from cxrdistill.io import atomic_path
+from cxrdistill.storage.io import atomic_path
 from cxrdistill.synth.sample import CHEXPERT_LABELS
 from cxrdistill.synth.scenario import FINDINGS
 

@@ -238,7 +238,7 @@ class EmbedResult:
 def select_items(cohort, images_root: str | os.PathLike, *, splits: Sequence[str] | None = None,
                  shard: str | None = None, cohort_path: object = None) -> list[tuple[str, Path]]:
     """``(image_id, absolute image path)`` of the cohort rows to embed: chosen splits, then this shard's ids."""
-    from cxrdistill.teachers.store import select_shard
+    from cxrdistill.storage.store import select_shard
 
     for c in ("image_id", "path"):
         if c not in cohort.columns:
@@ -372,7 +372,7 @@ def embed_cohort(teacher: "str | Teacher", cohort: str | os.PathLike, images_roo
     """Embed the cohort's images with ``teacher`` (``http://HOST:PORT``, ``torch:CKPT``, ``timm:NAME[:W]``, or a
     loaded :class:`~cxrdistill.teachers.local.Teacher`) into the store at ``out``, skipping ids already stored.
     Returns what was done; raises ``CxrError`` on fatal errors (the store keeps every batch finished before)."""
-    from cxrdistill.io import read_table
+    from cxrdistill.storage.io import read_table
 
     if batch_size < 1 or concurrency < 1:
         raise InputError("--batch-size and --concurrency must be ≥ 1")
@@ -387,7 +387,7 @@ def embed_cohort(teacher: "str | Teacher", cohort: str | os.PathLike, images_roo
 
 async def _embed_items(teacher, items, out, *, concurrency, batch_size, size, mode, token, deadline, shard,
                        dtype, on_error, retry, progress, seed) -> EmbedResult:
-    from cxrdistill.teachers.store import EmbeddingStore, shard_writer
+    from cxrdistill.storage.store import EmbeddingStore, shard_writer
 
     t0 = time.monotonic()
     client = None

@@ -283,7 +283,7 @@ def read_tfrecord(src: Path, *, id_from: str = "relpath", key: str = "embedding"
 def _read_id_list(p: Path) -> list[str]:
     name = p.name.lower()
     if name.endswith((".csv", ".parquet", ".pq", ".csv.gz")):
-        from cxrdistill.io import read_table
+        from cxrdistill.storage.io import read_table
 
         df = read_table(p, dtype={"image_id": str})
         if "image_id" not in df.columns:
@@ -512,7 +512,7 @@ def import_embeddings(fmt: str, src: str | os.PathLike, out: str | os.PathLike, 
     only matched ids are imported, stored under the cohort's ``image_id``; ``strict`` turns any unmatched or missing
     id into an error before anything is written.
     """
-    from cxrdistill.teachers.store import EmbeddingStore
+    from cxrdistill.storage.store import EmbeddingStore
 
     if pool not in POOLS:
         raise InputError(f"unknown pooling {pool!r}", hint=f"choose one of {', '.join(POOLS)}")

@@ -62,7 +62,7 @@ def _check_run_dir(run_dir: Path, cfg: PretrainConfig) -> None:
     """A run dir resumes only the run it was made for: its config is recorded, and another config is refused."""
     import json
 
-    from cxrdistill.io import write_json
+    from cxrdistill.storage.io import write_json
 
     rec = run_dir / "pretrain_config.json"
     want = cfg.model_dump(exclude={"workers", "device"})

@@ -50,7 +50,7 @@ class RequestLog:
         self._lock = threading.Lock()
 
     def write(self, headers: list[tuple[bytes, bytes]], body: bytes, note: str) -> None:
-        from cxrdistill.io import atomic_path
+        from cxrdistill.storage.io import atomic_path
 
         with self._lock:
             n = next(self._seq)

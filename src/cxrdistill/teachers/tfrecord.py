@@ -82,7 +82,7 @@ def iter_records(path: str | os.PathLike, *, check_crc: bool = False) -> Iterato
 
 def write_records(path: str | os.PathLike, records: Iterable[bytes]) -> None:
     """Write records with TFRecord framing (atomically)."""
-    from cxrdistill.io import atomic_open
+    from cxrdistill.storage.io import atomic_open
 
     with atomic_open(path, "wb") as fh:
         for r in records:

@@ -80,7 +80,7 @@ class ImageBatches:
 # ---------------------------------------------------------------------------------------------------- cohort
 def load_cohort(path: str | os.PathLike):
     """The cohort table with string ``image_id`` (unique) — the one every stage of a run reads."""
-    from cxrdistill.io import read_table
+    from cxrdistill.storage.io import read_table
 
     df = read_table(path, dtype={"image_id": str, "patient_id": str, "study_id": str})
     if "image_id" not in df.columns:
@@ -167,7 +167,7 @@ def load_embeddings(source: str | os.PathLike, ids: Sequence[str]) -> tuple[np.n
     """
     ids = [str(i) for i in ids]
     if is_store(source):
-        from cxrdistill.teachers.store import EmbeddingStore
+        from cxrdistill.storage.store import EmbeddingStore
 
         st = EmbeddingStore.open(source)
         miss = st.missing(ids)

@@ -91,7 +91,7 @@ def default_yaml(stage: str) -> Path:
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    from cxrdistill.io import read_yaml_mapping
+    from cxrdistill.storage.io import read_yaml_mapping
 
     return read_yaml_mapping(path)
 

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from cxrdistill.errors import CxrError, InputError
-from cxrdistill.io import atomic_open, clean_json, write_json, write_table
+from cxrdistill.storage.io import atomic_open, clean_json, write_json, write_table
 from cxrdistill.training import inputs as I
 from cxrdistill.training.run_config import DistillConfig, FinetuneConfig, ProbeConfig, to_yaml
 
@@ -320,7 +320,7 @@ def _embeddings_for(df, use, embeddings, model, images_root, size, cache_dir, ou
     info = {"model": str(model), "image_size": size, "shape": list(X.shape[1:])}
     store = out / "embeddings"
     if _is_main() and not store.exists():
-        from cxrdistill.teachers.store import EmbeddingStore
+        from cxrdistill.storage.store import EmbeddingStore
 
         st = EmbeddingStore.create(store, X.shape[1:], "float32", {"name": f"student:{Path(str(model)).name}",
                                                                    "version": "1", **info})

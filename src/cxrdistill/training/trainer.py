@@ -18,8 +18,8 @@ from typing import Any, Callable, Iterable, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from cxrdistill.errors import CxrError
-from cxrdistill.io import atomic_open
-from cxrdistill.training.checkpoint import load_state, save_state, save_weights
+from cxrdistill.storage.io import atomic_open
+from cxrdistill.storage.checkpoint import load_state, save_state, save_weights
 from cxrdistill.training.distributed import DistInfo, barrier, init_distributed
 
 
@@ -296,7 +296,7 @@ class Trainer:
         if self.cfg.restore_best and self.run_dir and self.best_epoch is not None:
             best = self.run_dir / "best.safetensors"
             if best.exists():
-                from cxrdistill.training.checkpoint import load_weights
+                from cxrdistill.storage.checkpoint import load_weights
 
                 sd, _ = load_weights(best)
                 self.model.load_state_dict(sd)

@@ -17,7 +17,7 @@ from cxrdistill.cohorts.harmonize import (SEX_MAP, assemble, clean_str, finish, 
                                           parse_labels, parse_number, require_columns, snake_case)
 from cxrdistill.cohorts.readers import READERS
 from cxrdistill.errors import InputError
-from cxrdistill.io import read_table
+from cxrdistill.storage.io import read_table
 
 # ViewPosition → view. Decubitus / oblique / axial variants ("AP AXIAL", "PA LLD", "LAO", "SWIMMERS", …) → null.
 VIEWS: dict[str, str] = {"PA": "PA", "AP": "AP", "LATERAL": "LATERAL", "LL": "LATERAL", "RL": "LATERAL",

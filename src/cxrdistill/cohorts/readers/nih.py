@@ -16,7 +16,7 @@ from cxrdistill.cohorts.harmonize import (SEX_MAP, assemble, check_unique, clean
                                           parse_number, require_columns)
 from cxrdistill.cohorts.readers import READERS
 from cxrdistill.errors import InputError
-from cxrdistill.io import read_table
+from cxrdistill.storage.io import read_table
 
 # NIH name → shared name (CheXpert's where the finding is the same; NIH's own in snake_case otherwise).
 NIH_LABELS: dict[str, str] = {

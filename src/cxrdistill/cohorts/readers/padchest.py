@@ -18,7 +18,7 @@ from cxrdistill.cohorts.harmonize import (assemble, check_unique, clean_str, fin
                                           parse_number, require_columns, snake_case, to_object)
 from cxrdistill.cohorts.readers import READERS
 from cxrdistill.errors import InputError
-from cxrdistill.io import read_table
+from cxrdistill.storage.io import read_table
 
 # Harmonized name → the PadChest terms that mean it (the term itself and its sub-types in PadChest's label tree,
 # Bustos et al. 2020). Terms may count for two names (hydropneumothorax: effusion and pneumothorax).

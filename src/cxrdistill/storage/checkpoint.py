@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from cxrdistill.errors import InputError
-from cxrdistill.io import atomic_path
+from cxrdistill.storage.io import atomic_path
 
 
 def save_state(state: dict[str, Any], path: str | Path) -> None:

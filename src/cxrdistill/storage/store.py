@@ -36,7 +36,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 
 from cxrdistill.errors import InputError
-from cxrdistill.io import atomic_open
+from cxrdistill.storage.io import atomic_open
 
 STORE_FORMAT = "cxrdistill-embeddings"
 STORE_VERSION = 1
