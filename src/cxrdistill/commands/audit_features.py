@@ -17,18 +17,22 @@ def _bins(specs: list[str], age_bins: Optional[str] = None) -> dict:
     return out
 
 
+ID_COLUMN_HELP = ("Column that identifies each image in the tables being joined (embeddings, ids, metadata), "
+                  "when it is not image_id, e.g. Path; each table uses it when present, else its image_id.")
+
+
 def _load_aligned(embeddings: Path, embedding_ids: Optional[Path], metadata: Optional[Path], split: Optional[str],
-                  one_per_patient: bool, seed: int):
+                  one_per_patient: bool, seed: int, id_column: Optional[str] = None):
     from cxrdistill.evaluation import embedding_input as ei
 
-    src = ei.open_embeddings(embeddings, embedding_ids)
+    src = ei.open_embeddings(embeddings, embedding_ids, id_column)
     if metadata is None:
         if embeddings.is_dir() or embeddings.suffix.lower() in {".npy", ".npz"}:
             from cxrdistill.errors import InputError
 
             raise InputError("--metadata TABLE is needed to know each image's attributes", path=embeddings)
         metadata = embeddings  # a table holding both emb_* columns and the attributes
-    meta = ei.read_metadata(metadata, split)
+    meta = ei.read_metadata(metadata, split, id_column=id_column)
     if one_per_patient:
         meta = ei.one_image_per_patient(meta, seed, metadata)
     al = ei.align(src, meta, path=metadata)
@@ -45,6 +49,7 @@ def audit_features(
     embeddings: Optional[Path] = typer.Option(None, help="Embedding store dir, .npy/.npz, or emb_* table."),
     embedding_ids: Optional[Path] = typer.Option(None, help="Image ids of a .npy (one per line, or a table)."),
     metadata: Optional[Path] = typer.Option(None, help="Cohort or predictions table keyed by image_id."),
+    id_column: Optional[str] = typer.Option(None, help=ID_COLUMN_HELP + " A single TABLE needs no id."),
     attribute: list[str] = typer.Option([], "--attribute", "-a", help="Compare all pairs of this attribute's values."),
     pair: list[str] = typer.Option([], "--pair", help='Single comparison "A=x,y" (quote values with spaces).'),
     correction: str = typer.Option("by", help="by | bh | bonferroni | none, over every test of the call."),
@@ -72,7 +77,8 @@ def audit_features(
     if embeddings is not None:
         if features:
             raise InputError("give either --features (columns of TABLE) or --embeddings, not both")
-        al, meta_path = _load_aligned(embeddings, embedding_ids, metadata or table, split, one_per_patient, seed)
+        al, meta_path = _load_aligned(embeddings, embedding_ids, metadata or table, split, one_per_patient, seed,
+                                      id_column)
         res = audit_embeddings(al.X, al.meta, attributes=attribute, pairs=pair, variance=pca_variance, modes=modes,
                                standardize=standardize, correction=correction, alpha=alpha, bins=b,
                                min_n=min_group, tsne=tsne, tsne_points=tsne_points, seed=seed, path=meta_path)
@@ -84,7 +90,7 @@ def audit_features(
             raise InputError("no --features given", path=table, hint="name the columns to test, e.g. -f 'emb_*'")
         if metadata is not None:
             raise InputError("--metadata is only used with --embeddings", hint="the TABLE holds the attributes")
-        df = ei.read_metadata(table, split)
+        df = ei.read_metadata(table, split, id_column=id_column, require_id=False)
         if one_per_patient:
             df = ei.one_image_per_patient(df, seed, table)
         cols = ei.expand_columns(df, features, table)
@@ -103,6 +109,7 @@ def probe_attributes(
     embedding_ids: Optional[Path] = typer.Option(None, help="Image ids of a .npy (one per line, or a table)."),
     metadata: Optional[Path] = typer.Option(None, help="Table with the attributes (default: the embeddings "
                                                        "table itself)."),
+    id_column: Optional[str] = typer.Option(None, help=ID_COLUMN_HELP),
     attribute: list[str] = typer.Option(..., "--attribute", "-a", help="Attribute to probe (repeat)."),
     folds: int = typer.Option(5, help="Cross-validation folds."),
     seed: int = typer.Option(0, help="Seed for folds and bootstrap."),
@@ -121,7 +128,7 @@ def probe_attributes(
     from cxrdistill.evaluation.probes import probe_attributes as run
     from cxrdistill.report.feature_report import PROBES_JSON, write_probes
 
-    al, meta_path = _load_aligned(embeddings, embedding_ids, metadata, split, False, seed)
+    al, meta_path = _load_aligned(embeddings, embedding_ids, metadata, split, False, seed, id_column)
     g = None
     if groups.lower() != "none":
         if groups in al.meta.columns:

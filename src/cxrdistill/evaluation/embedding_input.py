@@ -3,6 +3,7 @@ metadata table by ``image_id``, reporting every id that does not match."""
 from __future__ import annotations
 
 import fnmatch
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,7 +13,32 @@ import pandas as pd
 from cxrdistill.errors import InputError
 
 EMB_PREFIX = "emb_"
+ID_COLUMN = "image_id"
 N_EXAMPLES = 5  # ids shown when reporting mismatches
+# pandas names a blank header "Unnamed: 0" (and a repeat "Unnamed: 0.1", …): an index written by DataFrame.to_csv
+_UNNAMED = re.compile(r"^Unnamed: \d+(\.\d+)*$")
+
+
+def drop_unnamed(df: pd.DataFrame) -> pd.DataFrame:
+    """The table without the unnamed index columns that ``DataFrame.to_csv`` writes by default."""
+    cols = [c for c in df.columns if isinstance(c, str) and _UNNAMED.match(c)]
+    return df.drop(columns=cols) if cols else df
+
+
+def use_id_column(df: pd.DataFrame, id_column: str | None, path: object | None = None, *,
+                  what: str = "table") -> pd.DataFrame:
+    """The table with its key in ``image_id``: copied from ``id_column`` when the table has that column (e.g.
+    ``Path``), else the table's own ``image_id``. Neither is an InputError naming both."""
+    if id_column and id_column != ID_COLUMN and id_column in df.columns:
+        out = df.drop(columns=[ID_COLUMN]) if ID_COLUMN in df.columns else df.copy()
+        out.insert(0, ID_COLUMN, df[id_column].astype(str).to_numpy())
+        return out
+    if ID_COLUMN in df.columns:
+        return df
+    named = f"neither {id_column!r} nor {ID_COLUMN!r}" if id_column and id_column != ID_COLUMN else f"no {ID_COLUMN}"
+    raise InputError(f"{what} has {named} column", path=path, column=id_column or ID_COLUMN,
+                     hint="name the column that identifies each image with --id-column NAME (e.g. Path); "
+                          f"available: {', '.join(map(str, list(df.columns)[:20]))}")
 
 
 @dataclass
@@ -52,8 +78,8 @@ class StoreSource:
         return a.mean(axis=1) if a.ndim == 3 else a
 
 
-def read_ids(path: str | Path) -> list[str]:
-    """Image ids from a text file (one per line) or a table with an ``image_id`` column."""
+def read_ids(path: str | Path, id_column: str | None = None) -> list[str]:
+    """Image ids from a text file (one per line) or a table with an ``image_id`` (or ``id_column``) column."""
     p = Path(path)
     if not p.exists():
         raise InputError("ids file not found", path=p, hint="give one image_id per line, or a table with image_id")
@@ -62,10 +88,8 @@ def read_ids(path: str | Path) -> list[str]:
     else:
         from cxrdistill.storage.io import read_table
 
-        df = read_table(p, dtype={"image_id": str})
-        if "image_id" not in df.columns:
-            raise InputError("has no image_id column", path=p, column="image_id")
-        ids = df["image_id"].astype(str).tolist()
+        df = use_id_column(read_table(p, dtype={ID_COLUMN: str}), id_column, p, what="ids table")
+        ids = df[ID_COLUMN].astype(str).tolist()
     return ids
 
 
@@ -76,9 +100,9 @@ def _sidecar_ids(p: Path) -> Path | None:
     return None
 
 
-def _from_table(df: pd.DataFrame, path: Path, columns: list[str] | None = None) -> tuple[list[str], np.ndarray]:
-    if "image_id" not in df.columns:
-        raise InputError("embedding table has no image_id column", path=path, column="image_id")
+def _from_table(df: pd.DataFrame, path: Path, columns: list[str] | None = None,
+                id_column: str | None = None) -> tuple[list[str], np.ndarray]:
+    df = use_id_column(drop_unnamed(df), id_column, path, what="embedding table")
     cols = columns or [c for c in df.columns if str(c).startswith(EMB_PREFIX)]
     if not cols and "embedding" in df.columns:  # `cxrdistill embeddings export` without --wide: a list column
         try:
@@ -94,12 +118,13 @@ def _from_table(df: pd.DataFrame, path: Path, columns: list[str] | None = None) 
     return df["image_id"].astype(str).tolist(), X
 
 
-def open_embeddings(path: str | Path, ids_path: str | Path | None = None):
+def open_embeddings(path: str | Path, ids_path: str | Path | None = None, id_column: str | None = None):
     """An embedding source with ``.ids`` and ``.get(ids) -> float64 array (n × d)`` from any supported input.
 
     Inputs: an ``EmbeddingStore`` directory (``cxrdistill.storage.store``, read lazily), a ``.npy`` matrix with
     its ids in ``ids_path`` or a sidecar ``<name>.ids.txt``, an ``.npz`` with ``embeddings`` (or ``X``) and ``ids``
-    arrays, or a CSV/Parquet table with ``image_id`` and ``emb_*`` columns. Pickled objects are never loaded.
+    arrays, or a CSV/Parquet table with ``image_id`` and ``emb_*`` columns. ``id_column`` names the key of an ids
+    table or an embedding table when it is not ``image_id`` (e.g. ``Path``). Pickled objects are never loaded.
     """
     p = Path(path)
     if not p.exists():
@@ -126,7 +151,7 @@ def open_embeddings(path: str | Path, ids_path: str | Path | None = None):
             raise InputError("a .npy matrix needs its image ids", path=p,
                              hint="pass --embedding-ids FILE or put them next to it in "
                                   f"{p.with_suffix('.ids.txt').name}")
-        ids = read_ids(idp)
+        ids = read_ids(idp, id_column)
     elif name.endswith(".npz"):
         try:
             with np.load(p, allow_pickle=False) as z:
@@ -140,11 +165,12 @@ def open_embeddings(path: str | Path, ids_path: str | Path | None = None):
         if ids is None:
             if ids_path is None:
                 raise InputError("has no 'ids' array", path=p, hint="pass --embedding-ids FILE")
-            ids = read_ids(ids_path)
+            ids = read_ids(ids_path, id_column)
     else:
         from cxrdistill.storage.io import read_table
 
-        ids, X = _from_table(read_table(p, dtype={"image_id": str}), p)
+        dtype = {ID_COLUMN: str, **({id_column: str} if id_column else {})}
+        ids, X = _from_table(read_table(p, dtype=dtype), p, id_column=id_column)
     X = np.asarray(X)
     if X.ndim != 2:
         raise InputError(f"embeddings must be a 2-D matrix (images × dims), got shape {X.shape}", path=p)
@@ -195,20 +221,28 @@ def expand_columns(df: pd.DataFrame, patterns: list[str], path: object | None = 
     return out
 
 
-def read_metadata(path: str | Path, split: str | None = None) -> pd.DataFrame:
-    """A cohort or predictions table keyed by unique ``image_id``, optionally filtered to one split."""
+def read_metadata(path: str | Path, split: str | None = None, *, id_column: str | None = None,
+                  require_id: bool = True) -> pd.DataFrame:
+    """A cohort or predictions table keyed by a unique ``image_id`` (or ``id_column``, copied into ``image_id``),
+    optionally filtered to one split. Unnamed index columns are dropped. With ``require_id=False`` (a single table,
+    nothing to join) a table without an id column is keyed by its data line numbers instead."""
     from cxrdistill.storage.io import read_table
 
     p = Path(path)
-    df = read_table(p, dtype={"image_id": str, "patient_id": str})
-    if "image_id" not in df.columns:
-        raise InputError("metadata has no image_id column", path=p, column="image_id")
-    df = df.copy()
-    df["image_id"] = df["image_id"].astype(str)
-    dup = df["image_id"].duplicated()
+    dtype = {ID_COLUMN: str, "patient_id": str, **({id_column: str} if id_column else {})}
+    df = drop_unnamed(read_table(p, dtype=dtype))
+    if not require_id and ID_COLUMN not in df.columns and not (id_column and id_column in df.columns):
+        df = df.copy()
+        df.insert(0, ID_COLUMN, [f"line {i + 2}" for i in range(len(df))])
+        return filter_split(df, split, p)
+    df = use_id_column(df, id_column, p, what="metadata").copy()
+    df[ID_COLUMN] = df[ID_COLUMN].astype(str)
+    dup = df[ID_COLUMN].duplicated()
     if dup.any():
-        raise InputError(f"image_id {df['image_id'][dup].iloc[0]!r} appears more than once", path=p,
-                         column="image_id", hint="the metadata table must have one row per image")
+        key = id_column if id_column and id_column != ID_COLUMN and id_column in df.columns else ID_COLUMN
+        raise InputError(f"id {df[ID_COLUMN][dup].iloc[0]!r} appears more than once", path=p,
+                         column=key, row=int(np.flatnonzero(dup.to_numpy())[0]) + 2,
+                         hint="the metadata table must have one row per image")
     return filter_split(df, split, p)
 
 
