@@ -14,7 +14,8 @@ def register(app: typer.Typer) -> None:
     @app.command("synth")
     def synth(
         out: Optional[Path] = typer.Argument(None, help="Output directory (must be empty or new, unless --overwrite)."),
-        n: int = typer.Option(1000, "--n", help="Number of images."),
+        n: Optional[int] = typer.Option(None, "--n", help="Number of images (default 1000; with --like: the first N "
+                                        "rows of the table, default all)."),
         size: int = typer.Option(128, "--size", help="Image side in pixels (16-1024)."),
         seed: int = typer.Option(0, "--seed", help="Random seed; the same seed gives byte-identical files."),
         scenario: Optional[str] = typer.Option(None, "--scenario", help="Named bias scenario (see --list)."),
@@ -23,6 +24,9 @@ def register(app: typer.Typer) -> None:
         workers: int = typer.Option(min(2, os.cpu_count() or 1), "--workers", help="Processes rendering images."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty OUT."),
         list_scenarios: bool = typer.Option(False, "--list", help="List the named scenarios and exit."),
+        like: Optional[Path] = typer.Option(None, "--like", help="Render one image per row of this cohort table "
+                                            "(cohort .parquet or CheXpert-style .csv): its labels, demographics, "
+                                            "views and ids kept; a rerun resumes."),
     ) -> None:
         """Synthetic chest X-rays with planted bias → OUT/train.csv (CheXpert columns + Race, true_*, synth_*),
         PNG images, lung/heart masks and OUT/scenario.json."""
@@ -43,6 +47,22 @@ def register(app: typer.Typer) -> None:
         if scenario is not None and config is not None:
             raise CxrError("give either --scenario or --config, not both")
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+        if like is not None:
+            if scenario is not None or config is not None or preview is not None:
+                raise CxrError("--like renders the table's own rows: --scenario, --config and --preview do not apply")
+            from cxrdistill.synth.like import generate_like
+
+            with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                          TimeRemainingColumn(), console=console, transient=True) as bar:
+                task = bar.add_task("rendering", total=None)
+                csv = generate_like(out, like, size=size, seed=seed, workers=workers, n=n,
+                                    overwrite=overwrite,
+                                    progress=lambda done, total: bar.update(task, completed=done, total=total))
+            console.print(f"wrote {out}: {len(csv)} images like {like} ({csv['synth_patient_index'].nunique()} "
+                          "patients)", highlight=False)
+            return
+        n = 1000 if n is None else n
 
         from cxrdistill.synth.generate import generate
 
