@@ -152,6 +152,6 @@ def test_evaluation_does_not_import_torch():
     import subprocess
     import sys
 
-    code = ("import sys, cxrdistill.evaluation.audit, cxrdistill.evaluation.audit_html, "
+    code = ("import sys, cxrdistill.evaluation.audit, cxrdistill.report.audit_html, "
             "cxrdistill.evaluation.metrics, cxrdistill.commands.audit; assert 'torch' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -28,7 +28,7 @@ def audit(
     from pathlib import Path
 
     from cxrdistill.evaluation.audit import run_audit
-    from cxrdistill.evaluation.audit_html import write_audit
+    from cxrdistill.report.audit_html import write_audit
     from cxrdistill.evaluation.predictions import read_predictions
     from cxrdistill.evaluation.resample import parse_bins
 

@@ -288,7 +288,7 @@ def _mean_tokens(X):
 
 def _audit_one(ctx: StudyContext, who: str, store: str | None) -> dict:
     from cxrdistill.evaluation.audit import run_audit
-    from cxrdistill.evaluation.audit_html import write_audit
+    from cxrdistill.report.audit_html import write_audit
     from cxrdistill.evaluation.predictions import read_predictions
 
     a = ctx.cfg.audit
