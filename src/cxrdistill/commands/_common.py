@@ -26,7 +26,7 @@ SIZE_HELP = "Image side in pixels."
 QUIET_HELP = "Print nothing on stderr but warnings and errors (a run's log file is still written)."
 PROGRESS_HELP = "Show a progress bar (only on a terminal)."
 N_BOOT_HELP = "Bootstrap replicates for confidence intervals (0: none)."
-AGE_BINS_HELP = "Age-group edges in years, comma-separated (inf allowed)."
+AGE_BINS_HELP = f"Age-group edges in years, comma-separated (inf allowed); {AGE_BINS} when age is an attribute."
 DEVICE_HELP = "Where torch runs: auto (a GPU when there is one), cpu, cuda or cuda:N."
 
 
@@ -64,7 +64,7 @@ def n_boot_option(default: Optional[int] = N_BOOT, help: str = N_BOOT_HELP) -> A
 
 
 def age_bins_option(help: str = AGE_BINS_HELP) -> Any:
-    return typer.Option(AGE_BINS, "--age-bins", help=help)
+    return typer.Option(None, "--age-bins", help=help)
 
 
 def device_option(default: Optional[str] = "auto", help: str = DEVICE_HELP) -> Any:

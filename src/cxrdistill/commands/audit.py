@@ -3,23 +3,26 @@ from typing import List, Optional
 
 import typer
 
+from cxrdistill.commands import _common as C
+
 
 def audit(
     predictions: str = typer.Argument(..., help="Predictions table (CSV or Parquet): image_id, attributes, y_T, p_T."),
-    attribute: List[str] = typer.Option(..., "--attribute", "-a", help="Attribute column to audit (repeatable)."),
+    attribute: List[str] = C.attribute_option(),
     task: Optional[List[str]] = typer.Option(None, "--task", "-t", help="Task T (needs y_T and p_T); default all."),
     target_fpr: float = typer.Option(0.2, help="Overall FPR of the one global threshold."),
-    n_boot: int = typer.Option(2000, help="Bootstrap replicates for CIs (0 = no CIs)."),
+    n_boot: int = C.n_boot_option(),
     alpha: float = typer.Option(0.05, help="CI level 1 - alpha and significance level."),
     correction: str = typer.Option("by", help="Multiple-testing correction: by|bh|bonferroni|none."),
-    seed: int = typer.Option(0, help="Seed of the bootstrap and the resampling."),
+    seed: int = C.seed_option(help="Seed of the bootstrap and the resampling."),
     resample: str = typer.Option("none", help="none|balanced (Glocker et al.'s test-set resampling)."),
     resample_by: Optional[str] = typer.Option(None, help="Attribute to balance (default: the first --attribute)."),
-    age_bins: Optional[str] = typer.Option(None, help="Edges that turn age into groups, e.g. 0,40,60,80,120."),
+    age_bins: Optional[str] = C.age_bins_option(),
     labels: str = typer.Option("observed", help="observed (y_T) | true (ytrue_T) | both."),
     min_n: int = typer.Option(20, help="Groups with fewer labelled rows get null metrics."),
-    drop_missing_scores: bool = typer.Option(False, help="Leave out labelled rows without a score (else an error)."),
-    out: str = typer.Option(..., "--out", "-o", help="Output directory."),
+    on_error: str = C.on_error_option(help="A labelled row without a score: fail, or skip it (left out, counted)."),
+    drop_missing_scores: bool = C.hidden("--drop-missing-scores", default=False),
+    out: str = C.out_option(),
 ) -> None:
     """Audit subgroup performance: AUC, TPR/FPR at one global threshold, gaps, DeLong and KS tests.
 
@@ -32,7 +35,10 @@ def audit(
     from cxrdistill.evaluation.predictions import read_predictions
     from cxrdistill.evaluation.resample import parse_bins
 
+    if age_bins is None and "age" in attribute:
+        age_bins = C.AGE_BINS
     bins = parse_bins(age_bins) if age_bins else None
+    drop_missing_scores = C.on_error_mode(on_error, skip_alias=drop_missing_scores) == "skip"
     df = read_predictions(predictions)
     res = run_audit(df, attribute, tasks=task or None, target_fpr=target_fpr, n_boot=n_boot, alpha=alpha,
                     correction=correction, seed=seed, resample=resample, min_n=min_n, labels=labels, age_bins=bins,
@@ -46,6 +52,7 @@ def audit(
             auc = "n/a" if ov.get("auc") is None else f"{ov['auc']:.3f}"
             typer.echo(f"{t}{' (true)' if key == 'tasks_true' else ''}: AUC {auc}" + (f"; {gaps}" if gaps else ""))
     typer.echo(f"{doc['n_significant']} of {doc['n_tests']} tests significant ({correction}); wrote {out}/")
+    C.summary("audit", out, n_tests=doc["n_tests"], n_significant=doc["n_significant"])
 
 
 def register(app: typer.Typer) -> None:
