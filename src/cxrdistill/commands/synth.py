@@ -1,4 +1,4 @@
-"""``cxrdistill synth OUT``: write a synthetic CheXpert-layout dataset with planted, known bias.
+"""``cxrdistill synth --out DIR``: write a synthetic CheXpert-layout dataset with planted, known bias.
 
 Thin: options are parsed here, the work is in ``cxrdistill.synth``. Only typer and the standard library are
 imported at module level.
@@ -9,15 +9,18 @@ from typing import Optional
 
 import typer
 
+from cxrdistill.commands import _common as C
+
 
 def register(app: typer.Typer) -> None:
     @app.command("synth")
     def synth(
-        out: Optional[Path] = typer.Argument(None, help="Output directory (must be empty or new, unless --overwrite)."),
+        out_arg: Optional[Path] = typer.Argument(None, metavar="OUT", hidden=True, help="Old spelling of --out."),
+        out: Optional[Path] = C.out_option(False, help="Output directory (must be empty or new, unless --overwrite)."),
         n: Optional[int] = typer.Option(None, "--n", help="Number of images (default 1000; with --like: the first N "
                                         "rows of the table, default all)."),
         size: int = typer.Option(128, "--size", help="Image side in pixels (16-1024)."),
-        seed: int = typer.Option(0, "--seed", help="Random seed; the same seed gives byte-identical files."),
+        seed: int = C.seed_option(help="Random seed; the same seed gives byte-identical files."),
         scenario: Optional[str] = typer.Option(None, "--scenario", help="Named bias scenario (see --list)."),
         config: Optional[Path] = typer.Option(None, "--config", help="Scenario YAML file (instead of --scenario)."),
         preview: Optional[Path] = typer.Option(None, "--preview", help="Also write a contact sheet PNG here."),
@@ -41,9 +44,13 @@ def register(app: typer.Typer) -> None:
             for name in SCENARIOS.names():
                 sc = SCENARIOS.create(name)
                 console.print(f"[bold]{name}[/bold] ({sc.attribute}): {sc.description}", highlight=False)
+            C.summary("synth", None, scenarios=SCENARIOS.names())
             return
+        if out is not None and out_arg is not None and out != out_arg:
+            raise CxrError(f"two output directories: --out {out} and {out_arg}; give one (--out)")
+        out = out if out is not None else out_arg
         if out is None:
-            raise CxrError("missing output directory: cxrdistill synth OUT [--n N --size PX --seed S]")
+            raise CxrError("missing output directory: cxrdistill synth --out DIR [--n N --size PX --seed S]")
         if scenario is not None and config is not None:
             raise CxrError("give either --scenario or --config, not both")
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
@@ -61,6 +68,7 @@ def register(app: typer.Typer) -> None:
                                     progress=lambda done, total: bar.update(task, completed=done, total=total))
             console.print(f"wrote {out}: {len(csv)} images like {like} ({csv['synth_patient_index'].nunique()} "
                           "patients)", highlight=False)
+            C.summary("synth", out, images=len(csv), size=size, like=str(like))
             return
         n = 1000 if n is None else n
 
@@ -78,3 +86,4 @@ def register(app: typer.Typer) -> None:
         name = Path(str(spec)).name if config is not None else spec
         console.print(f"wrote {out}: {len(csv)} images of {size}x{size} px, {n_pat} patients, scenario {name}"
                       + (f"; preview {preview}" if preview else ""), highlight=False)
+        C.summary("synth", out, images=len(csv), patients=int(n_pat), size=size, scenario=str(name))
