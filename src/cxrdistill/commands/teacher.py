@@ -13,7 +13,8 @@ teacher_app = typer.Typer(help="The black-box teacher: serve it as an API, pretr
 def serve(
     model: str = typer.Argument(..., help="torch:CHECKPOINT, timm:NAME[:WEIGHTS] or a checkpoint path"),
     host: str = typer.Option("127.0.0.1", "--host", help="interface to listen on (0.0.0.0 exposes it to the network)"),
-    port: int = typer.Option(8000, "--port", min=0, max=65535, help="TCP port (0: any free port, printed)"),
+    port: Optional[int] = typer.Option(None, "--port", min=0, max=65535,
+                                       help="TCP port (0: any free port, printed; default: $AIP_HTTP_PORT or 8000)"),
     token_env: Optional[str] = typer.Option(None, "--token-env", help="require this env variable's bearer token"),
     max_batch: int = typer.Option(64, "--max-batch", min=1, help="most images per request"),
     max_request_mb: float = typer.Option(32.0, "--max-request-mb", min=0.001, help="largest request body (MiB)"),
@@ -26,7 +27,10 @@ def serve(
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch threads for inference"),
     log_level: str = typer.Option("info", "--log-level", help="uvicorn log level"),
 ) -> None:
-    """Serve a teacher: POST /v1/embed (PNG images in, embeddings out), GET /v1/info, GET /healthz."""
+    """Serve a teacher: POST /v1/embed (PNG images in, embeddings out), GET /v1/info, GET /healthz; CXR Foundation's
+    Vertex AI signature (POST /predict, GET /health); the Open Inference Protocol (/v2/...)."""
+    import os
+
     import torch
 
     from cxrdistill.teachers.faults import FaultSpec
@@ -49,28 +53,33 @@ def serve(
                    f"{i.image_size} px) serving at {url}{' with bearer-token auth' if token else ''}"
                    f"{' and fault injection' if spec else ''}", err=True)
 
+    if port is None:
+        aip = os.environ.get("AIP_HTTP_PORT")  # set by Vertex AI when it starts a custom container
+        port = int(aip) if aip and aip.isdigit() else 8000
     run_server(app, host, port, log_level=log_level, on_ready=ready)
 
 
 @teacher_app.command("info")
 def info(
-    model: str = typer.Argument(..., help="http://HOST:PORT, torch:CHECKPOINT or timm:NAME[:WEIGHTS]"),
+    model: str = typer.Argument(..., help="http://HOST:PORT, vertex:URL, kserve:URL, torch:CHECKPOINT or "
+                                          "timm:NAME[:WEIGHTS]"),
     token_env: Optional[str] = typer.Option(None, "--token-env", help="environment variable holding the API token"),
+    token_command: Optional[str] = typer.Option(None, "--token-command", help="command printing the API token"),
     image_size: Optional[int] = typer.Option(None, "--image-size", min=8, help="override the model's input size"),
 ) -> None:
     """Print a teacher's info as JSON (name, version, embedding shape, dtype, image size)."""
     import asyncio
     import json
 
-    from cxrdistill.teachers.client import RemoteTeacher
+    from cxrdistill.teachers.client import open_api
     from cxrdistill.teachers.local import is_remote, resolve_teacher
     from cxrdistill.teachers.local import token_from_env
 
     if is_remote(model):
         async def get():
-            async with RemoteTeacher(model, token_from_env(token_env)) as c:
+            async with open_api(model, token_from_env(token_env), token_command=token_command) as c:
                 i = await c.info()
-                return {**i.to_dict(), "limits": c.limits}
+                return {**i.to_dict(), "api": c.describe(), **({"limits": c.limits} if hasattr(c, "limits") else {})}
 
         d = asyncio.run(get())
     else:

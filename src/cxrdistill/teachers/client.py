@@ -1,20 +1,23 @@
-"""Extract teacher embeddings for a cohort into an embedding store: over HTTP (async httpx) or in-process.
+"""Extract teacher embeddings for a cohort into an embedding store: over an API (async httpx) or in-process.
 
-One loop serves both: ``concurrency`` workers each take the next batch of images, decode + preprocess them from
-disk (a thread pool), have the backend embed them, and append the result to the store — one durable chunk per
-batch. A crash or kill loses at most the batches in flight; a rerun skips every id already in the store.
+One loop serves every teacher: ``concurrency`` workers each take the next batch of images, decode + preprocess and
+encode them for the wire in a thread pool, have the backend embed them, and hand the result to the store — one
+durable chunk per batch, appended in cohort order. A crash or kill loses at most the batches in flight; a rerun
+skips every id already in the store.
+
+The APIs a teacher can be reached by are registered in :data:`APIS` by spec prefix — ``http://`` / ``https://``
+(ours, :class:`RemoteTeacher`), ``vertex:URL`` (Vertex AI's ``predict`` signature as CXR Foundation serves it,
+:mod:`.vertex`) and ``kserve:URL`` (the Open Inference Protocol v2, :mod:`.kserve`). Each is an
+:class:`ApiTeacher`: ``info()``, ``encode(pixels)`` (in the thread pool), ``embed(payload) -> Answer``; they share
+one :class:`~.transport.HttpTransport` behaviour (retries, auth, rate cap).
 
 Only pixels leave the machine: each image is decoded with ``images.decode.load_gray``, preprocessed, and re-encoded
-with ``encode_png`` (no text/time/EXIF chunks); the request carries no file names, ids or DICOM headers
-(:mod:`cxrdistill.teachers.wire`). Transient failures (429, 5xx, timeouts, dropped connections, truncated
-responses) are retried with exponential backoff and full jitter, a bounded number of times, within an overall
-deadline.
+with ``encode_png`` (no text/time/EXIF chunks); requests carry no file names, ids or DICOM headers.
 """
 from __future__ import annotations
 
 import asyncio
 import os
-import random
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -25,187 +28,224 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from cxrdistill.errors import CxrError, InputError
+from cxrdistill.registry import Registry
 from cxrdistill.teachers import wire
-from cxrdistill.teachers.local import Teacher, TeacherInfo, is_remote, resolve_teacher
+from cxrdistill.teachers.local import Teacher, TeacherInfo, resolve_teacher
+from cxrdistill.teachers.transport import (RETRY_STATUS, HttpTransport, PayloadTooLarge, RetryPolicy,  # noqa: F401
+                                           TokenSource)
 
-RETRY_STATUS = {429, 500, 502, 503, 504}
+#: API protocols by spec prefix (``vertex``, ``kserve``; ``http``/``https`` are ours)
+APIS: Registry = Registry("teacher API", plugins=("cxrdistill.teachers.vertex", "cxrdistill.teachers.kserve"))
+
+
+def api_spec(spec: str) -> tuple[str, str] | None:
+    """``(protocol, URL)`` of a teacher reached as an API, or None for a local teacher."""
+    if spec.startswith(("http://", "https://")):
+        return "http", spec
+    kind, sep, url = spec.partition(":")
+    if sep and kind in ("vertex", "kserve"):
+        if not url.startswith(("http://", "https://")):
+            raise InputError(f"teacher spec {spec!r}: {kind}: needs a full http(s) URL",
+                             hint="e.g. vertex:https://REGION-aiplatform.googleapis.com/v1/projects/P/locations/R/"
+                                  "endpoints/E:predict or kserve:http://HOST:8000/v2/models/NAME")
+        return kind, url
+    return None
 
 
 @dataclass
-class RetryPolicy:
-    """Exponential backoff with full jitter (AWS architecture blog, "Exponential Backoff And Jitter", 2015):
-    sleep ``uniform(0, min(cap, base · 2^attempt))``; a server's ``Retry-After`` is honoured up to ``cap``."""
+class Answer:
+    """What a teacher said about one batch, by position in it: embeddings of the images it could use (in order) and
+    the service's reason for each one it could not."""
 
-    max_attempts: int = 8
-    base: float = 0.2
-    cap: float = 10.0
-    timeout: float = 120.0  # per request (read), seconds
-    connect_timeout: float = 10.0
+    emb: np.ndarray
+    ok: list[int]
+    errors: list[tuple[int, str]] = field(default_factory=list)
 
-    def delay(self, attempt: int, rng: random.Random, retry_after: float | None = None) -> float:
-        d = rng.uniform(0, min(self.cap, self.base * 2 ** attempt))
-        if retry_after is not None:
-            d = max(d, min(self.cap, retry_after))
-        return d
+    @classmethod
+    def all_of(cls, emb: np.ndarray) -> "Answer":
+        return cls(emb, list(range(len(emb))))
 
 
-class RemoteTeacher:
-    """Async client of a teacher server (``cxrdistill teacher serve``). Use as ``async with RemoteTeacher(url) as t``.
+class ApiTeacher:
+    """A teacher reached over HTTP. Subclasses give the protocol: :meth:`info`, :meth:`encode`, :meth:`embed`.
 
-    ``token``: the bearer token (sent as a header only; it never appears in messages or exceptions).
+    ``token`` (from ``--token-env``) or ``token_command`` (``--token-command``) authenticate; the token travels in a
+    header only and never appears in messages, reprs or the store.
     """
 
-    def __init__(self, url: str, token: str | None = None, *, concurrency: int = 4,
-                 retry: RetryPolicy | None = None, seed: int | None = None):
-        self.url = url.rstrip("/")
-        self._token = token
-        self.retry = retry or RetryPolicy()
+    protocol = ""
+    token_hint = "set the API token in the environment variable named by --token-env"
+
+    def __init__(self, url: str, token: str | None = None, *, token_command: str | None = None,
+                 concurrency: int = 4, retry: RetryPolicy | None = None, seed: int | None = None,
+                 max_rps: float | None = None, max_request_bytes: int | None = None, output_key: str | None = None,
+                 normalize: str | None = None):
+        self.http = HttpTransport(url, TokenSource(token, token_command), concurrency=concurrency, retry=retry,
+                                  seed=seed, max_rps=max_rps, token_hint=self.token_hint)
+        self.url = self.http.url
+        self.retry = self.http.retry
         self.concurrency = int(concurrency)
-        self.rng = random.Random(seed)
-        self.stats = {"requests": 0, "retries": 0, "failures": {}}
-        self._client = None
-        self.limits: dict[str, Any] = {}
+        self.max_request_bytes = max_request_bytes
+        self.output_key = output_key
+        self.normalize = normalize
+        self._shape: tuple[int, ...] | None = None
 
     def __repr__(self) -> str:  # never shows the token
-        return f"RemoteTeacher({self.url!r}, auth={'yes' if self._token else 'no'})"
+        return f"{type(self).__name__}({self.http.shown!r}, auth={'yes' if self.http.auth.present else 'no'})"
 
-    async def __aenter__(self) -> "RemoteTeacher":
-        import httpx
+    @property
+    def stats(self) -> dict[str, Any]:
+        return self.http.stats
 
-        headers = {"User-Agent": "cxrdistill"}
-        if self._token:
-            headers["Authorization"] = f"Bearer {self._token}"
-        r = self.retry
-        self._client = httpx.AsyncClient(
-            base_url=self.url, headers=headers,
-            timeout=httpx.Timeout(r.timeout, connect=r.connect_timeout),
-            limits=httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency))
+    async def __aenter__(self):
+        await self.http.open()
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        await self.http.close()
 
-    # ------------------------------------------------------------------ requests with retries
-    async def _request(self, method: str, path: str, **kw):
-        """One request with retries on transient failures; returns the response (status < 400)."""
-        import httpx
+    # the protocol ------------------------------------------------------------------------------------------------
+    async def info(self) -> TeacherInfo:
+        raise NotImplementedError
 
-        last = ""
-        for attempt in range(self.retry.max_attempts):
-            retry_after = None
-            try:
-                self.stats["requests"] += 1
-                resp = await self._client.request(method, path, **kw)
-                if resp.status_code < 400:
-                    return resp
-                if resp.status_code not in RETRY_STATUS:
-                    raise CxrError(self._refusal(resp, path))
-                last = f"HTTP {resp.status_code}"
-                retry_after = _retry_after(resp.headers.get("retry-after"))
-            except httpx.TimeoutException as e:
-                last = f"timeout ({type(e).__name__})"
-            except (httpx.NetworkError, httpx.RemoteProtocolError) as e:
-                last = f"connection failed ({type(e).__name__}: {_first_line(e)})"
-            key = last.split(" (")[0]
-            self.stats["failures"][key] = self.stats["failures"].get(key, 0) + 1
-            if attempt + 1 < self.retry.max_attempts:
-                self.stats["retries"] += 1
-                await asyncio.sleep(self.retry.delay(attempt, self.rng, retry_after))
-        raise CxrError(f"teacher at {self.url} failed {self.retry.max_attempts} times on {path} (last: {last}); "
-                       "rerun the same command later to resume")
+    def pixel_size(self, size: int | None, info: TeacherInfo) -> tuple[int | None, int | None]:
+        """``(side, max_side)``: square images of ``side`` px, or (side None) each image's own shape with its long
+        side capped at ``max_side``. By default the teacher's input size, unless ``--size`` says otherwise."""
+        return int(size or info.image_size), None
 
-    def _refusal(self, resp, path: str) -> str:
-        try:
-            detail = str(resp.json().get("detail", ""))[:300]
-        except ValueError:
-            detail = resp.text[:300]
-        msg = f"teacher at {self.url} refused {path} (HTTP {resp.status_code}): {detail or 'no detail'}"
-        if resp.status_code == 401:
-            msg += " — set the API token in the environment variable named by --token-env"
-        return msg
+    def encode(self, pixels: Sequence[np.ndarray]) -> Any:
+        """The batch as this API sends it (runs in the client's thread pool, off the event loop)."""
+        raise NotImplementedError
+
+    async def embed(self, payload: Any) -> Answer:
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        """What the store's manifest records about the API (never a token or a URL's query string)."""
+        d = {"protocol": self.protocol, "url": self.http.shown}
+        if self.output_key:
+            d["output_key"] = self.output_key
+        return d
+
+    # shared by the protocols -------------------------------------------------------------------------------------
+    def check_shape(self, arr: np.ndarray, what: str) -> np.ndarray:
+        """Every embedding must have the shape of the first one; a ``(1, D)`` output is a pooled ``(D,)``."""
+        a = np.asarray(arr, dtype=np.float32)
+        if a.ndim == 2 and a.shape[0] == 1:
+            a = a[0]
+        if self._shape is None:
+            if a.ndim not in (1, 2) or a.size == 0:
+                raise CxrError(f"teacher at {self.http.shown} returned {what} of shape {list(a.shape)}; an embedding "
+                               "is (D,) or (T, D)")
+            self._shape = tuple(a.shape)
+        elif tuple(a.shape) != self._shape:
+            raise CxrError(f"teacher at {self.http.shown} returned {what} of shape {list(a.shape)}, but earlier "
+                           f"embeddings were {list(self._shape)}; is the endpoint serving another model now?")
+        return a
+
+    @staticmethod
+    def pack(sizes: Sequence[int], budget: int, overhead: int = 0) -> list[list[int]]:
+        """Positions grouped greedily, in order, so that each group's ``overhead + Σ size`` stays ≤ ``budget``
+        (an item larger than the budget alone is a group of its own; the caller refuses it)."""
+        groups: list[list[int]] = []
+        cur: list[int] = []
+        used = overhead
+        for k, s in enumerate(sizes):
+            if cur and used + s > budget:
+                groups.append(cur)
+                cur, used = [], overhead
+            cur.append(k)
+            used += s
+        if cur:
+            groups.append(cur)
+        return groups
+
+
+@APIS.register("http")
+class RemoteTeacher(ApiTeacher):
+    """Our own API (``cxrdistill teacher serve``): ``GET /v1/info``, ``POST /v1/embed`` with framed PNGs, raw
+    float32 back (:mod:`.wire`). Use as ``async with RemoteTeacher(url, token) as t``."""
+
+    protocol = "cxrdistill"
+
+    def __init__(self, url: str, token: str | None = None, **kw: Any):
+        super().__init__(url, token, **kw)
+        self.limits: dict[str, Any] = {}
 
     async def info(self) -> TeacherInfo:
-        resp = await self._request("GET", "/v1/info")
+        resp = await self.http.request("GET", "/v1/info")
         try:
             d = resp.json()
         except ValueError:
-            raise CxrError(f"{self.url}/v1/info did not return JSON; is this a cxrdistill teacher server?") from None
+            raise CxrError(f"{self.http.shown}/v1/info did not return JSON; is this a cxrdistill teacher "
+                           "server?") from None
         self.limits = dict(d.get("limits") or {})
         return TeacherInfo.from_dict(d)
 
+    def encode(self, pixels: Sequence[np.ndarray]) -> tuple[list[bytes], bytes]:
+        from cxrdistill.images.decode import encode_png
+
+        pngs = [encode_png(p) for p in pixels]
+        return pngs, wire.pack_images(pngs)
+
+    async def embed(self, payload: tuple[list[bytes], bytes]) -> Answer:
+        pngs, body = payload
+        return Answer.all_of(await self._embed_framed(pngs, body))
+
     async def embed_pngs(self, pngs: Sequence[bytes]) -> np.ndarray:
-        """Embeddings of PNG-encoded images (in order). Truncated responses are retried like dropped connections."""
-        body = wire.pack_images(list(pngs))
-        max_bytes = int(self.limits.get("max_request_bytes") or 0)
+        """Embeddings of PNG-encoded images (in order)."""
+        return await self._embed_framed(list(pngs), wire.pack_images(list(pngs)))
+
+    async def _embed_framed(self, pngs: list[bytes], body: bytes) -> np.ndarray:
+        """Truncated responses are retried like dropped connections; a body over the server's limit is split."""
+        max_bytes = int(self.limits.get("max_request_bytes") or self.max_request_bytes or 0)
         if max_bytes and len(body) > max_bytes and len(pngs) > 1:  # split rather than be refused
             h = len(pngs) // 2
             return np.concatenate([await self.embed_pngs(pngs[:h]), await self.embed_pngs(pngs[h:])])
         for attempt in range(self.retry.max_attempts):
-            resp = await self._request("POST", "/v1/embed", content=body,
-                                       headers={"Content-Type": wire.PNG_BATCH, "Accept": wire.EMBEDDINGS})
+            resp = await self.http.request("POST", "/v1/embed", content=body,
+                                           headers={"Content-Type": wire.PNG_BATCH, "Accept": wire.EMBEDDINGS})
             try:
                 out = wire.decode_embeddings(resp.content, resp.headers.get("x-embedding-shape"),
                                              resp.headers.get("x-embedding-dtype"))
             except wire.WireError as e:
-                self.stats["failures"]["bad response"] = self.stats["failures"].get("bad response", 0) + 1
+                self.http.count("bad response")
                 if attempt + 1 == self.retry.max_attempts:
-                    raise CxrError(f"teacher at {self.url} sent an unreadable response ({e})") from None
-                await asyncio.sleep(self.retry.delay(attempt, self.rng))
+                    raise CxrError(f"teacher at {self.http.shown} sent an unreadable response ({e})") from None
+                await asyncio.sleep(self.retry.delay(attempt, self.http.rng))
                 continue
             if out.shape[0] != len(pngs):
-                raise CxrError(f"teacher at {self.url} returned {out.shape[0]} embeddings for {len(pngs)} images")
+                raise CxrError(f"teacher at {self.http.shown} returned {out.shape[0]} embeddings for {len(pngs)} "
+                               "images")
             return out
         raise AssertionError("unreachable")
 
 
-def _retry_after(v: str | None) -> float | None:
-    try:
-        return max(0.0, float(v)) if v is not None else None
-    except ValueError:
-        return None
-
-
-def _first_line(e: BaseException) -> str:
-    s = str(e).strip().splitlines()
-    return s[0][:200] if s else ""
+def open_api(spec: str, token: str | None = None, **kw: Any) -> ApiTeacher:
+    """The :class:`ApiTeacher` for a spec string (``http://…``, ``vertex:URL``, ``kserve:URL``)."""
+    kind, url = api_spec(spec) or (None, None)
+    if kind is None:
+        raise CxrError(f"{spec} is not a teacher API spec")
+    return APIS.get(kind)(url, token, **kw)
 
 
 # ---------------------------------------------------------------------------------------------------- backends
 class _LocalBackend:
     """In-process teacher: the batch's pixels go straight to the model (one forward at a time)."""
 
-    remote = False
-
     def __init__(self, teacher):
         self.teacher = teacher
         self.lock = threading.Lock()
 
-    def prepare(self, pixels: np.ndarray) -> np.ndarray:
+    def encode(self, pixels: np.ndarray) -> np.ndarray:
         return pixels
 
     def _embed(self, pixels: np.ndarray) -> np.ndarray:
         with self.lock:
             return self.teacher.embed(pixels)
 
-    async def embed(self, payload: np.ndarray) -> np.ndarray:
-        return await asyncio.to_thread(self._embed, payload)
-
-
-class _RemoteBackend:
-    remote = True
-
-    def __init__(self, client: RemoteTeacher):
-        self.client = client
-
-    def prepare(self, pixels: np.ndarray) -> list[bytes]:
-        from cxrdistill.images.decode import encode_png
-
-        return [encode_png(p) for p in pixels]
-
-    async def embed(self, payload: list[bytes]) -> np.ndarray:
-        return await self.client.embed_pngs(payload)
+    async def embed(self, payload: np.ndarray) -> Answer:
+        return Answer.all_of(await asyncio.to_thread(self._embed, payload))
 
 
 # ---------------------------------------------------------------------------------------------------- the loop
@@ -222,6 +262,7 @@ class EmbedResult:
     requests: int = 0
     retries: int = 0
     failures: dict[str, int] = field(default_factory=dict)
+    bytes_sent: int = 0
     teacher: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -232,7 +273,7 @@ class EmbedResult:
         return {"store": self.store, "total": self.total, "already": self.already, "embedded": self.embedded,
                 "skipped": len(self.skipped), "seconds": round(self.seconds, 3), "images_per_s": round(self.rate, 2),
                 "requests": self.requests, "retries": self.retries, "failures": self.failures,
-                "teacher": self.teacher}
+                "bytes_sent": self.bytes_sent, "teacher": self.teacher}
 
 
 def select_items(cohort, images_root: str | os.PathLike, *, splits: Sequence[str] | None = None,
@@ -265,52 +306,142 @@ def select_items(cohort, images_root: str | os.PathLike, *, splits: Sequence[str
     return [(i, root / by_id[i]) for i in select_shard(ids, shard)]
 
 
-def _load_batch(paths: Sequence[Path], size: int, mode: str, on_error: str
-                ) -> tuple[np.ndarray, list[int], list[tuple[int, str]]]:
-    """Decode + preprocess; returns (pixels of the good ones, their positions, [(position, error)])."""
+def cap_long_side(img: np.ndarray, max_side: int) -> np.ndarray:
+    """``img`` downscaled (aspect kept, antialiased) so that its long side is at most ``max_side``."""
+    h, w = img.shape
+    if max(h, w) <= max_side:
+        return img
+    from PIL import Image
+
+    s = max_side / max(h, w)
+    size = (max(1, round(w * s)), max(1, round(h * s)))
+    return np.asarray(Image.fromarray(img, mode="L").resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0))
+
+
+def _load_batch(paths: Sequence[Path], size: int | None, mode: str, on_error: str, max_side: int | None = None
+                ) -> tuple[Any, list[int], list[tuple[int, str]]]:
+    """Decode + preprocess; returns (pixels of the good ones, their positions, [(position, error)]). Pixels are one
+    ``(B, size, size)`` array, or with ``size`` None a list of images whose long side is capped at ``max_side``."""
     from cxrdistill.images.decode import load_gray
     from cxrdistill.images.preprocess import preprocess
 
     imgs, ok, bad = [], [], []
     for k, p in enumerate(paths):
         try:
-            imgs.append(preprocess(load_gray(p, draft=2 * size), size, mode))
+            if size is None:
+                imgs.append(cap_long_side(load_gray(p, draft=max_side), max_side))
+            else:
+                imgs.append(preprocess(load_gray(p, draft=2 * size), size, mode))
             ok.append(k)
         except InputError as e:
             if on_error == "raise":
                 raise
             bad.append((k, str(e)))
+    if size is None:
+        return imgs, ok, bad
     arr = np.stack(imgs) if imgs else np.zeros((0, size, size), np.uint8)
     return arr, ok, bad
 
 
-async def _extract(backend, items: list[tuple[str, Path]], store, *, batch_size: int, concurrency: int, size: int,
-                   mode: str, on_error: str, progress: Callable[[int], None], skipped: list) -> int:
+class _Sink:
+    """The store, created at the first embeddings when only they tell the shape (an API without an info call)."""
+
+    def __init__(self, out, shape: tuple[int, ...] | None, dtype: str, info: dict[str, Any], writer: str):
+        from cxrdistill.storage.store import EmbeddingStore
+
+        self.out, self.dtype, self.info, self.writer = out, dtype, info, writer
+        self.store = None
+        if shape:
+            self.store = EmbeddingStore.open_or_create(out, shape, dtype, info, writer=writer)
+        elif (Path(out) / "manifest.json").exists():
+            have = EmbeddingStore.open(out)
+            self.store = EmbeddingStore.open_or_create(out, have.item_shape, dtype, info, writer=writer)
+        if self.store is not None:
+            _check_same_run(self.store, info, out)
+
+    def __contains__(self, image_id: str) -> bool:
+        return self.store is not None and image_id in self.store
+
+    def __len__(self) -> int:
+        return len(self.store) if self.store is not None else 0
+
+    def append(self, ids: list[str], emb: np.ndarray) -> None:
+        from cxrdistill.storage.store import EmbeddingStore
+
+        if self.store is None:
+            info = {**self.info, "embedding_shape": [int(s) for s in emb.shape[1:]]}
+            self.store = EmbeddingStore.open_or_create(self.out, emb.shape[1:], self.dtype, info, writer=self.writer)
+        elif tuple(emb.shape[1:]) != self.store.item_shape:
+            raise CxrError(f"teacher returned embeddings of shape {list(emb.shape[1:])} but the store at {self.out} "
+                           f"holds {list(self.store.item_shape)}; use a new --out for this teacher or output")
+        self.store.append(ids, emb)
+
+
+def _check_same_run(store, info: dict[str, Any], out) -> None:
+    """A resumed store must be filled the same way: same pixels, same API output."""
+    prev, now = store.info.get("preprocess"), info.get("preprocess")
+    if prev and now and {k: prev.get(k) for k in now} != now:
+        raise InputError(f"store was filled with images preprocessed as {prev}, this run uses {now}", path=out,
+                         hint="use the same --size as before, or a new --out")
+    pa, na = store.info.get("api") or {}, info.get("api") or {}
+    for k in ("protocol", "output_key"):
+        if pa.get(k) != na.get(k):
+            raise InputError(f"store was filled with {k} {pa.get(k)!r}, this run uses {na.get(k)!r}", path=out,
+                             hint="use the same teacher and --output-key as before, or a new --out")
+
+
+async def _extract(backend, items: list[tuple[str, Path]], store: _Sink, *, batch_size: int, concurrency: int,
+                   size: int | None, max_side: int | None, mode: str, on_error: str,
+                   progress: Callable[[int], None], skipped: list) -> int:
+    """Batches go out ``concurrency`` at a time and are stored strictly in cohort order: a finished batch waits for
+    those before it (at most ``2 × concurrency`` batches are started and not yet stored)."""
     loop = asyncio.get_running_loop()
-    batches = [items[s:s + batch_size] for s in range(0, len(items), batch_size)]
-    next_batch = iter(batches)
+    batches = iter(enumerate(items[s:s + batch_size] for s in range(0, len(items), batch_size)))
+    results: dict[int, tuple[list[tuple[str, str]], list[str], Any]] = {}
+    window = asyncio.Semaphore(2 * max(1, concurrency))
     store_lock = asyncio.Lock()
-    done = 0
+    state = {"next": 0, "done": 0}
     pool = ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="embed-prep")
 
     def prepare(batch):
-        pixels, ok, bad = _load_batch([p for _, p in batch], size, mode, on_error)
-        return pixels, ok, bad, (backend.prepare(pixels) if len(pixels) else None)
+        pixels, ok, bad = _load_batch([p for _, p in batch], size, mode, on_error, max_side)
+        return ok, bad, (backend.encode(pixels) if len(pixels) else None)
+
+    async def commit() -> None:
+        async with store_lock:  # appends are serialised and in order; each one is durable when it returns
+            while state["next"] in results:
+                bad, ids, emb = results.pop(state["next"])
+                state["next"] += 1
+                if ids:
+                    await loop.run_in_executor(pool, store.append, ids, emb)
+                    state["done"] += len(ids)
+                skipped.extend(bad)
+                progress(len(ids) + len(bad))
+                window.release()
 
     async def worker():
-        nonlocal done
-        for batch in next_batch:  # a shared iterator: each batch goes to exactly one worker
-            pixels, ok, bad, payload = await loop.run_in_executor(pool, prepare, batch)
-            skipped.extend((batch[k][0], err) for k, err in bad)
-            if payload is None:
-                progress(len(batch))
-                continue
-            emb = await backend.embed(payload)
-            ids = [batch[k][0] for k in ok]
-            async with store_lock:  # appends are serialised; each one is durable when it returns
-                await loop.run_in_executor(pool, store.append, ids, emb)
-            done += len(ids)
-            progress(len(batch))
+        while True:
+            await window.acquire()
+            try:
+                k, batch = next(batches)  # a shared iterator: each batch goes to exactly one worker
+            except StopIteration:
+                window.release()
+                return
+            ok, bad, payload = await loop.run_in_executor(pool, prepare, batch)
+            bad = [(batch[j][0], err) for j, err in bad]
+            ids: list[str] = []
+            emb = None
+            if payload is not None:
+                ans = await backend.embed(payload)
+                ids = [batch[ok[j]][0] for j in ans.ok]
+                emb = ans.emb
+                for j, err in ans.errors:
+                    if on_error == "raise":
+                        raise CxrError(f"teacher could not embed image {batch[ok[j]][0]!r}: {err} — fix or drop the "
+                                       "image, or pass --on-error skip to skip (and report) such images")
+                    bad.append((batch[ok[j]][0], err))
+            results[k] = (bad, ids, emb)
+            await commit()
 
     tasks = [asyncio.create_task(worker()) for _ in range(max(1, concurrency))]
     try:
@@ -322,7 +453,7 @@ async def _extract(backend, items: list[tuple[str, Path]], store, *, batch_size:
         raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-    return done
+    return state["done"]
 
 
 class _Progress:
@@ -366,52 +497,65 @@ class _Progress:
 def embed_cohort(teacher: "str | Teacher", cohort: str | os.PathLike, images_root: str | os.PathLike,
                  out: str | os.PathLike, *,
                  concurrency: int = 4, batch_size: int = 32, size: int | None = None, mode: str = "resize",
-                 token: str | None = None, deadline: float | None = None, shard: str | None = None,
-                 splits: Sequence[str] | None = None, dtype: str = "float32", on_error: str = "raise",
-                 retry: RetryPolicy | None = None, progress: bool = True, seed: int | None = None) -> EmbedResult:
-    """Embed the cohort's images with ``teacher`` (``http://HOST:PORT``, ``torch:CKPT``, ``timm:NAME[:W]``, or a
-    loaded :class:`~cxrdistill.teachers.local.Teacher`) into the store at ``out``, skipping ids already stored.
-    Returns what was done; raises ``CxrError`` on fatal errors (the store keeps every batch finished before)."""
+                 token: str | None = None, token_command: str | None = None, deadline: float | None = None,
+                 shard: str | None = None, splits: Sequence[str] | None = None, dtype: str = "float32",
+                 on_error: str = "raise", retry: RetryPolicy | None = None, progress: bool = True,
+                 seed: int | None = None, max_rps: float | None = None, max_request_mb: float | None = None,
+                 output_key: str | None = None, normalize: str | None = None) -> EmbedResult:
+    """Embed the cohort's images with ``teacher`` (``http://HOST:PORT``, ``vertex:URL``, ``kserve:URL``,
+    ``torch:CKPT``, ``timm:NAME[:W]``, or a loaded :class:`~cxrdistill.teachers.local.Teacher`) into the store at
+    ``out``, skipping ids already stored. Returns what was done; raises ``CxrError`` on fatal errors (the store keeps
+    every batch finished before)."""
     from cxrdistill.storage.io import read_table
 
     if batch_size < 1 or concurrency < 1:
         raise InputError("--batch-size and --concurrency must be ≥ 1")
     if on_error not in ("raise", "skip"):
         raise InputError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    if max_rps is not None and max_rps <= 0:
+        raise InputError(f"--max-rps must be > 0, got {max_rps:g}")
+    if max_request_mb is not None and max_request_mb <= 0:
+        raise InputError(f"--max-request-mb must be > 0, got {max_request_mb:g}")
+    api = None
+    if isinstance(teacher, str) and api_spec(teacher):
+        opts = {k: v for k, v in (("max_rps", max_rps), ("output_key", output_key), ("normalize", normalize),
+                                  ("token_command", token_command)) if v is not None}
+        if max_request_mb is not None:
+            opts["max_request_bytes"] = int(max_request_mb * 2**20)
+        api = open_api(teacher, token, concurrency=concurrency, retry=retry, seed=seed, **opts)
+    elif token_command or output_key or max_rps or normalize:
+        raise InputError("--token-command, --output-key, --max-rps and --normalize apply to a teacher reached as an "
+                         "API (http://…, vertex:URL, kserve:URL)")
     df = read_table(cohort)
     items = select_items(df, images_root, splits=splits, shard=shard, cohort_path=cohort)
-    return asyncio.run(_embed_items(teacher, items, out, concurrency=concurrency, batch_size=batch_size, size=size,
-                                    mode=mode, token=token, deadline=deadline, shard=shard, dtype=dtype,
-                                    on_error=on_error, retry=retry, progress=progress, seed=seed))
+    return asyncio.run(_embed_items(api or teacher, items, out, concurrency=concurrency, batch_size=batch_size,
+                                    size=size, mode=mode, deadline=deadline, shard=shard, dtype=dtype,
+                                    on_error=on_error, progress=progress))
 
 
-async def _embed_items(teacher, items, out, *, concurrency, batch_size, size, mode, token, deadline, shard,
-                       dtype, on_error, retry, progress, seed) -> EmbedResult:
-    from cxrdistill.storage.store import EmbeddingStore, shard_writer
+async def _embed_items(teacher, items, out, *, concurrency, batch_size, size, mode, deadline, shard, dtype,
+                       on_error, progress) -> EmbedResult:
+    from cxrdistill.storage.store import shard_writer
 
     t0 = time.monotonic()
-    client = None
+    api = teacher if isinstance(teacher, ApiTeacher) else None
     try:
-        if isinstance(teacher, str) and is_remote(teacher):
-            client = RemoteTeacher(teacher, token, concurrency=concurrency, retry=retry, seed=seed)
-            await client.__aenter__()
-            info = await _with_deadline(client.info(), deadline, t0, 0, len(items))
-            if client.limits.get("max_batch"):
-                batch_size = min(batch_size, int(client.limits["max_batch"]))
-            backend: Any = _RemoteBackend(client)
+        if api is not None:
+            await api.__aenter__()
+            info = await _with_deadline(api.info(), deadline, t0, 0, len(items))
+            limits = getattr(api, "limits", {})
+            if limits.get("max_batch"):
+                batch_size = min(batch_size, int(limits["max_batch"]))
+            px, max_side = api.pixel_size(size, info)
+            backend: Any = api
         else:
             local = resolve_teacher(teacher, image_size=size) if isinstance(teacher, str) else teacher
             info = local.info
+            px, max_side = int(size or info.image_size), None
             backend = _LocalBackend(local)
-        px = int(size or info.image_size)
-        store_info = {**info.to_dict(), "preprocess": {"size": px, "mode": mode}}
-        store = EmbeddingStore.open_or_create(out, info.embedding_shape, dtype, store_info,
-                                              writer=shard_writer(shard))
-        prev = store.info.get("preprocess")
-        if prev and (int(prev.get("size", px)), prev.get("mode", mode)) != (px, mode):
-            raise InputError(f"store was filled with images preprocessed as {prev}, this run uses "
-                             f"{{'size': {px}, 'mode': {mode!r}}}", path=out,
-                             hint="use the same --size as before, or a new --out")
+        pre = {"size": px, "mode": mode} if px else {"size": None, "max_side": max_side, "mode": "keep-aspect"}
+        store_info = {**info.to_dict(), "preprocess": pre, **({"api": api.describe()} if api is not None else {})}
+        store = _Sink(out, tuple(info.embedding_shape), dtype, store_info, shard_writer(shard))
         pending = [it for it in items if it[0] not in store]
         result = EmbedResult(store=str(out), total=len(items), already=len(items) - len(pending),
                              teacher=info.to_dict())
@@ -419,18 +563,22 @@ async def _embed_items(teacher, items, out, *, concurrency, batch_size, size, mo
             skipped: list = []
             try:
                 coro = _extract(backend, pending, store, batch_size=batch_size, concurrency=concurrency, size=px,
-                                mode=mode, on_error=on_error, progress=bar.advance, skipped=skipped)
+                                max_side=max_side, mode=mode, on_error=on_error, progress=bar.advance,
+                                skipped=skipped)
                 result.embedded = await _with_deadline(coro, deadline, t0, result.already, len(items), store)
             finally:
                 result.skipped = skipped
         result.seconds = time.monotonic() - t0
-        if client is not None:
-            result.requests, result.retries = client.stats["requests"], client.stats["retries"]
-            result.failures = dict(client.stats["failures"])
+        if api is not None:
+            s = api.stats
+            result.requests, result.retries, result.bytes_sent = s["requests"], s["retries"], s["bytes_sent"]
+            result.failures = dict(s["failures"])
+            if api._shape is not None and not info.embedding_shape:
+                result.teacher["embedding_shape"] = list(api._shape)
         return result
     finally:
-        if client is not None:
-            await client.__aexit__(None, None, None)
+        if api is not None:
+            await api.__aexit__(None, None, None)
 
 
 async def _with_deadline(coro, deadline: float | None, t0: float, already: int, total: int, store=None):

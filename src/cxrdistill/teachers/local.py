@@ -184,7 +184,8 @@ def token_from_env(var: str | None) -> str | None:
 
 
 def is_remote(spec: str) -> bool:
-    return spec.startswith(("http://", "https://"))
+    """A teacher reached as an API: ``http(s)://…`` (ours), ``vertex:URL`` or ``kserve:URL``."""
+    return spec.startswith(("http://", "https://", "vertex:", "kserve:"))
 
 
 def resolve_teacher(spec: str, **kwargs: Any) -> TorchTeacher:
@@ -193,12 +194,12 @@ def resolve_teacher(spec: str, **kwargs: Any) -> TorchTeacher:
     A bare existing file path is taken as ``torch:PATH``. Remote teachers (``http://…``) go through the client.
     """
     if is_remote(spec):
-        raise CxrError(f"{spec} is a remote teacher; use cxrdistill.teachers.client.RemoteTeacher")
+        raise CxrError(f"{spec} is a remote teacher; use cxrdistill.teachers.client.open_api")
     kind, sep, arg = spec.partition(":")
     if not sep:
         if Path(spec).exists():
             kind, arg = "torch", spec
         else:
             raise InputError(f"teacher spec {spec!r} is not KIND:ARG",
-                             hint=f"use http://HOST:PORT or one of {', '.join(f'{k}:…' for k in TEACHERS.names())}")
+                             hint=f"use http://HOST:PORT, vertex:URL, kserve:URL or one of {', '.join(f'{k}:…' for k in TEACHERS.names())}")
     return TEACHERS.get(kind)(arg, **kwargs)

@@ -1,9 +1,13 @@
 """The teacher as an HTTP API (FastAPI + uvicorn): PNG images in, embeddings out, nothing about the weights.
 
-Endpoints: ``GET /healthz`` (no auth), ``GET /v1/info``, ``POST /v1/embed`` (formats in :mod:`.wire`). Optional
-bearer-token auth (constant-time comparison; the token is never logged or echoed), limits on request bytes, batch
-size and pixels per image, and an opt-in request log (``log_dir``) that keeps exactly what arrived, so that a test or
-an auditor can check the server received pixels only.
+Endpoints: ``GET /healthz`` (no auth), ``GET /v1/info``, ``POST /v1/embed`` (formats in :mod:`.wire`); CXR
+Foundation's Vertex AI signature, ``POST /predict`` and ``GET /health`` (no auth; both paths from
+``AIP_PREDICT_ROUTE`` / ``AIP_HEALTH_ROUTE`` when set, as Vertex starts a custom container; :mod:`.vertex`); and
+the Open Inference Protocol's ``GET /v2/health/ready``, ``GET /v2/models/{name}``, ``POST /v2/models/{name}/infer``
+(:mod:`.kserve`). Optional bearer-token auth on everything but the health checks (constant-time comparison; the
+token is never logged or echoed), limits on request bytes, batch size and pixels per image, and an opt-in request
+log (``log_dir``) that keeps exactly what arrived, so that a test or an auditor can check the server received pixels
+only.
 """
 from __future__ import annotations
 
@@ -31,6 +35,10 @@ from cxrdistill.teachers.local import Teacher
 DEFAULT_MAX_BATCH = 64
 DEFAULT_MAX_REQUEST_MB = 32.0
 DEFAULT_MAX_PIXELS = 4096 * 4096  # per received image; a CXR PNG is at most ~4.3k², clients send preprocessed images
+
+
+_GOOGLE_STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
+                  413: "INVALID_ARGUMENT", 429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE"}
 
 
 class _HTTPError(Exception):
@@ -85,9 +93,20 @@ def create_app(teacher: Teacher, *, token: str | None = None, max_batch: int = D
         if not (scheme.lower() == "bearer" and hmac.compare_digest(cred.strip().encode(), token_b)):
             raise _HTTPError(401, "missing or invalid bearer token", {"WWW-Authenticate": "Bearer"})
 
+    predict_route = os.environ.get("AIP_PREDICT_ROUTE") or "/predict"
+    health_route = os.environ.get("AIP_HEALTH_ROUTE") or "/health"
+
     @app.exception_handler(_HTTPError)
     async def _http_error(request: Request, exc: _HTTPError):
-        return JSONResponse({"detail": exc.detail}, status_code=exc.status, headers=exc.headers)
+        path = request.url.path
+        if path == predict_route:  # Google's error body, as Vertex AI answers
+            body: dict = {"error": {"code": exc.status, "message": exc.detail, "status": _GOOGLE_STATUS.get(
+                exc.status, "INVALID_ARGUMENT")}}
+        elif path.startswith("/v2/"):  # the Open Inference Protocol's
+            body = {"error": exc.detail}
+        else:
+            body = {"detail": exc.detail}
+        return JSONResponse(body, status_code=exc.status, headers=exc.headers)
 
     @app.get("/healthz")
     async def healthz():
@@ -167,6 +186,119 @@ def create_app(teacher: Teacher, *, token: str | None = None, max_batch: int = D
         pixels = decode_all(blobs)
         with infer_lock:
             return teacher.embed(pixels)
+
+    def predict_instances(instances: list) -> list[dict]:
+        """Vertex signature: per-instance errors for instances it cannot use, one forward pass for the rest."""
+        from cxrdistill.teachers.vertex import InstanceError, instance_bytes, prediction
+
+        preds: list[dict | None] = [None] * len(instances)
+        good, pixels = [], []
+        for k, inst in enumerate(instances):
+            try:
+                pixels.append(decode_any(instance_bytes(inst), k))
+                good.append(k)
+            except (InstanceError, InputError) as e:
+                preds[k] = {"error": {"description": f"instance {k}: {e}"[:1024]}}
+        if good:
+            with infer_lock:
+                emb = teacher.embed(np.stack(pixels))
+            for k, e in zip(good, emb):
+                preds[k] = prediction(e)
+        return preds
+
+    def decode_any(data: bytes, k: int) -> np.ndarray:
+        """PNG/JPEG or DICOM bytes → the model's square uint8 input."""
+        from cxrdistill.images.decode import decode_png_bytes
+        from cxrdistill.images.preprocess import preprocess
+
+        s = info.image_size
+        if data[128:132] == b"DICM":  # DICOM Part 10: decoded from a private temporary file, then removed
+            import tempfile
+
+            from cxrdistill.images.decode import load_gray
+
+            with tempfile.TemporaryDirectory(prefix="cxrdistill-dcm-") as d:
+                f = Path(d) / "instance.dcm"
+                f.write_bytes(data)
+                try:
+                    img = load_gray(f, limit=max_pixels)
+                except InputError as e:
+                    raise InputError(str(e).replace(str(f), "DICOM")) from None
+        else:
+            img = decode_png_bytes(data, limit=max_pixels, what=f"image {k}")
+        return img if img.shape == (s, s) else preprocess(img, s, "resize")
+
+    async def read_json(request: Request) -> Any:
+        body = await read_body(request)
+        try:
+            return json.loads(body), body
+        except ValueError:
+            raise _HTTPError(400, "request body is not JSON") from None
+
+    @app.get(health_route)
+    async def health():
+        return {"status": "ok"}
+
+    @app.post(predict_route)
+    async def predict(request: Request):
+        check_auth(request)
+        body, raw = await read_json(request)
+        if log is not None:
+            await anyio.to_thread.run_sync(log.write, request.scope.get("headers", []), raw, "predict")
+        instances = body.get("instances") if isinstance(body, dict) else None
+        if not isinstance(instances, list) or not instances:
+            raise _HTTPError(400, 'expected {"instances": [{"input_bytes": "<base64 image>"}, ...]}')
+        if len(instances) > max_batch:
+            raise _HTTPError(400, f"too many instances: this server accepts at most {max_batch} per request")
+        preds = await anyio.to_thread.run_sync(predict_instances, instances)
+        stats["requests"] += 1
+        stats["images"] += sum("error" not in p for p in preds)
+        return JSONResponse({"predictions": preds, "deployedModelId": "cxrdistill", "model": info.name,
+                             "modelVersionId": info.version})
+
+    @app.get("/v2/health/ready")
+    @app.get("/v2/health/live")
+    async def v2_health():
+        return {}
+
+    def v2_model(request: Request, name: str) -> None:
+        check_auth(request)
+        if name != info.name:
+            raise _HTTPError(404, f"unknown model {name!r}; this server serves {info.name!r}")
+
+    @app.get("/v2/models/{name}")
+    async def v2_metadata(request: Request, name: str):
+        from cxrdistill.teachers.kserve import metadata
+
+        v2_model(request, name)
+        return metadata(info.name, info.version, info.image_size, info.embedding_shape)
+
+    @app.get("/v2/models/{name}/ready")
+    async def v2_ready(request: Request, name: str):
+        v2_model(request, name)
+        return {"name": info.name, "ready": True}
+
+    @app.post("/v2/models/{name}/infer")
+    async def v2_infer(request: Request, name: str):
+        from cxrdistill.teachers.kserve import infer_response, read_infer
+
+        v2_model(request, name)
+        body, raw = await read_json(request)
+        if log is not None:
+            await anyio.to_thread.run_sync(log.write, request.scope.get("headers", []), raw, "infer")
+        try:
+            pixels = read_infer(body, info.image_size, max_batch)
+        except ValueError as e:
+            raise _HTTPError(400, str(e)) from None
+
+        def run():
+            with infer_lock:
+                return teacher.embed(pixels)
+
+        emb = await anyio.to_thread.run_sync(run)
+        stats["requests"] += 1
+        stats["images"] += len(pixels)
+        return JSONResponse(infer_response(info.name, info.version, emb))
 
     @app.post("/v1/embed")
     async def embed(request: Request):
