@@ -33,7 +33,7 @@ def _verdict(res, model, metric, **where):
 
 
 def test_verdicts_halved_same_doubled(tmp_path):
-    big = dict(se=0.005, n=40000, n_pos=20000)  # TPR gaps use binomial errors: tight with many positives
+    big = dict(se=0.002, n=40000, n_pos=20000)  # TPR gaps use binomial errors: tight with many positives
     dirs = [_write(tmp_path, "teacher", make_audit(0.10, **big)),
             _write(tmp_path, "half", make_audit(0.05, **big)),
             _write(tmp_path, "same", make_audit(0.10, **big)),
@@ -46,21 +46,26 @@ def test_verdicts_halved_same_doubled(tmp_path):
     assert res.summary["summary"]["same"]["reduced"] == res.summary["summary"]["same"]["amplified"] == 0
     r = _verdict(res, "half", "auc_gap")
     # the z-test of the two magnitudes with SEs from the group CIs: gap SE = hypot of the two groups' SEs
-    se = math.hypot(0.005, 0.005)
+    se = math.hypot(0.002, 0.002)
     assert r["delta"] == pytest.approx(-0.05)
     assert r["z"] == pytest.approx(-0.05 / math.hypot(se, se), rel=1e-4)  # fixture CIs use 1.96
 
 
-def test_wide_cis_keep_a_halved_gap_inherited(tmp_path):
+def test_wide_cis_make_a_halved_gap_inconclusive_not_inherited(tmp_path):
     dirs = [_write(tmp_path, "a", make_audit(0.10, se=0.05)), _write(tmp_path, "b", make_audit(0.05, se=0.05))]
     res = compare_dirs(dirs, names=["teacher", "student"])
-    assert _verdict(res, "student", "auc_gap")["verdict"] == "inherited"
+    r = _verdict(res, "student", "auc_gap")
+    assert r["verdict"] == "inconclusive"
+    # the smallest change these errors could have shown (80% power, two-sided 5%): far above the halving
+    se_d = math.hypot(math.hypot(0.05, 0.05), math.hypot(0.05, 0.05))
+    assert r["mdc"] == pytest.approx((stats.norm.ppf(0.975) + stats.norm.ppf(0.8)) * se_d, rel=1e-3)
+    assert r["mdc"] > 0.05
     assert res.summary["models"] == ["teacher", "student"]
 
 
 def test_reversed_pair_order_is_aligned(tmp_path):
-    a = make_audit(0.10, se=0.005)
-    b = make_audit(0.10, se=0.005)
+    a = make_audit(0.10, se=0.002)
+    b = make_audit(0.10, se=0.002)
     c = b["tasks"]["pleural_effusion"]["attributes"]["sex"]["comparisons"][0]
     c.update(group_a="M", group_b="F", auc_diff=-0.10, tpr_diff=-0.10, tpr_ci=[-0.11, -0.09])
     res = compare_dirs([_write(tmp_path, "a", a), _write(tmp_path, "b", b)])
@@ -85,7 +90,7 @@ def test_feature_and_probe_rows(tmp_path):
     _, z, p = two_proportion_test(60, 200, 9, 180)
     assert overall["z"] == pytest.approx(z) and overall["p"] == pytest.approx(p)
     by_sex = t[(t["model"] == "s") & (t["metric"] == "n_significant") & (t["attribute"] == "sex")].iloc[0]
-    assert by_sex["verdict"] == "inherited"  # 50% vs 50%
+    assert by_sex["verdict"] == "inconclusive"  # 50% vs 50% of ~100 tests: equal, but not shown equivalent
     bs = t[(t["model"] == "s") & (t["metric"] == "bias_score") & t["attribute"].isna()].iloc[0]
     assert bs["verdict"] is None and bs["value"] == pytest.approx(0.1)  # descriptive only
     pr = _verdict(res, "s", "probe_auc")

@@ -150,14 +150,18 @@ def compare(
     names: Optional[str] = typer.Option(None, help="Comma-separated model names, e.g. teacher,student."),
     alpha: float = typer.Option(0.05, help="Significance level of the change tests."),
     correction: str = typer.Option("by", help="by | bh | bonferroni | none, per model-vs-reference family."),
+    margin: float = typer.Option(0.02, help="Equivalence margin: 'inherited' needs the change's 90% CI within "
+                                            "± this (AUC units for AUC gaps)."),
+    paired: bool = typer.Option(True, "--paired/--unpaired", help="Pair AUC gaps by a joint bootstrap of the "
+                                                                  "audits' predictions files when they can be read."),
     out: Path = typer.Option(..., help="Output directory."),
 ) -> None:
-    """Bias propagation: every gap side by side, and inherited / reduced / amplified per model."""
+    """Bias propagation: every gap side by side, and per model reduced / amplified / inherited / inconclusive."""
     from cxrdistill.evaluation.compare import compare_dirs
     from cxrdistill.report.feature_report import COMPARE_HTML, write_compare
 
     nm = [s.strip() for s in names.split(",")] if names else None
-    res = compare_dirs(dirs, nm, alpha=alpha, correction=correction)
+    res = compare_dirs(dirs, nm, alpha=alpha, correction=correction, margin=margin, paired=paired)
     write_compare(res, out)
     for m, cnt in res.summary["summary"].items():
         typer.echo(f"{m} vs {res.summary['reference']}: " + ", ".join(f"{k} {v}" for k, v in cnt.items()))

@@ -1,5 +1,6 @@
 """Bias propagation: put the gaps of several audits (teacher, student, …) side by side and decide, for each model
-against the reference (the first), whether a gap was inherited, reduced or amplified — with a test of the change.
+against the reference (the first), whether a gap was reduced, amplified, inherited (equivalent within a margin) or
+whether the data cannot tell (inconclusive) — with a test of the change and an equivalence test (TOST).
 
 Reads audit directories: ``audit.json`` (performance audit), optionally ``features_audit.json`` (feature-space KS
 audit) and ``probes.json`` (attribute probes).
@@ -17,24 +18,36 @@ import pandas as pd
 from cxrdistill.errors import InputError
 from cxrdistill.evaluation.multitest import CORRECTIONS, adjust_pvalues
 
-VERDICTS = ("inherited", "reduced", "amplified")
+VERDICTS = ("reduced", "amplified", "inherited", "inconclusive")
+DEFAULT_MARGIN = 0.02  # equivalence margin: ± 0.02 on the quantity's own scale (AUC for AUC gaps)
+POWER = 0.8            # power of the "minimum detectable change"
+VERDICT_HELP = {
+    "reduced": "the change is significant after correction and the bias is smaller",
+    "amplified": "the change is significant after correction and the bias is larger",
+    "inherited": "equivalent: the 90% CI of the change lies within ± the margin (TOST, after correction)",
+    "inconclusive": "neither a significant change nor equivalence: not enough data to tell",
+}
 
 METHOD = (
     "Each bias quantity is compared with the reference model's (the first audit). For AUC/TPR/FPR gaps and per-pair "
     "differences the bias magnitude is |value|; for probe AUCs it is the AUC itself. The change "
-    "delta = magnitude(model) - magnitude(reference) is tested with a two-sided z-test, "
-    "z = delta / sqrt(se_ref^2 + se_model^2), where each standard error comes from the audit's bootstrap replicates "
-    "when stored, else from its 95% CI as (high - low) / (2 * 1.96); gaps (max - min over groups) combine the two "
-    "groups' errors; TPR/FPR of a group without a CI use the binomial error at the fixed threshold. The audits are "
-    "evaluated on the same test images, so the two estimates are positively correlated and this unpaired test is "
-    "conservative (it misses some real changes, it does not invent them). A magnitude near zero is biased upwards "
-    "(folded normal), so tiny gaps in both models stay 'inherited'. Feature-space results compare the share of "
-    "significant KS tests (n_significant / n_tests) with a pooled two-proportion z-test, treating tests as "
-    "independent trials (an approximation: modes of one embedding share images). All p-values of one model-vs-"
-    "reference comparison form one family, adjusted with the chosen correction. Verdict: 'reduced' or 'amplified' "
-    "only when p_adj < alpha (magnitude lower or higher); otherwise 'inherited' = no significant change, which "
-    "includes the case where neither model shows the gap. Rows without a test (bias score, context metrics) "
-    "carry no verdict."
+    "delta = magnitude(model) - magnitude(reference) has a standard error se_delta. Paired (AUC gaps and AUC "
+    "differences, when both audits' predictions files can be read and hold the same images): a stratified bootstrap "
+    "that resamples the images once for both models, so that se_delta is the spread of the per-replicate change. "
+    "Otherwise unpaired: se_delta = sqrt(se_ref^2 + se_model^2), each standard error from the audit's 95% CI as "
+    "(high - low) / (2 * 1.96) (gaps combine the two groups' errors; TPR/FPR of a group without a CI use the "
+    "binomial error at the fixed threshold); on the same test images this is conservative (too wide). Change test: "
+    "two-sided z = delta / se_delta. Equivalence test (TOST): two one-sided z-tests of delta <= -margin and "
+    "delta >= +margin, p_equiv = the larger p, i.e. equivalent at level alpha when the (1 - 2 alpha) CI of delta "
+    "lies within ± margin. Feature-space results compare the share of significant KS tests (n_significant / "
+    "n_tests): pooled two-proportion z-test for the change, unpooled error for the TOST, treating tests as "
+    "independent trials (an approximation). Within one model-vs-reference comparison the change p-values form one "
+    "family and the equivalence p-values another, each adjusted with the chosen correction. Verdict: 'reduced' or "
+    "'amplified' when p_adj < alpha (smaller or larger magnitude); else 'inherited' when p_equiv_adj < alpha (the "
+    "model keeps the reference's bias within ± margin, including when neither model shows it); else "
+    "'inconclusive' with the minimum detectable change mdc = (z_(1-alpha/2) + z_power) * se_delta (power 0.8, "
+    "alpha before correction): changes smaller than that could not have been seen. Rows without a test (bias "
+    "score, context metrics) carry no verdict."
 )
 
 _Z975 = 1.959963984540054
@@ -271,7 +284,122 @@ def bundle_rows(b: AuditBundle) -> pd.DataFrame:
     return df
 
 
+# ---------------------------------------------------------------- paired bootstrap of AUC gaps
+
+
+def _predictions_of(b: AuditBundle):
+    """The predictions table an audit was computed from (its ``input.path``), or None when it cannot be read."""
+    from cxrdistill.evaluation.predictions import read_predictions
+
+    path = ((b.audit or {}).get("input") or {}).get("path")
+    if not path:
+        return None
+    for cand in (Path(path), b.path / path):
+        if cand.is_file():
+            try:
+                return read_predictions(cand)
+            except (InputError, OSError, ValueError):
+                return None
+    return None
+
+
+def _auc_rows(y: np.ndarray, P: np.ndarray) -> np.ndarray:
+    """AUC of every row of the score matrix ``P`` (replicates × images) against labels ``y`` (Mann–Whitney)."""
+    from scipy.stats import rankdata
+
+    r = rankdata(P, axis=-1)
+    n1 = y.sum()
+    n0 = y.size - n1
+    return ((r[..., y == 1]).sum(axis=-1) - n1 * (n1 + 1) / 2) / (n1 * n0)
+
+
+def paired_auc_changes(ref: AuditBundle, other: AuditBundle, *, n_boot: int | None = None,
+                       seed: int | None = None) -> tuple[dict, str | None]:
+    """Paired bootstrap of the change of every AUC gap and AUC difference, other minus reference.
+
+    Both audits' predictions are read, matched by image id, and resampled together (within group × class, as the
+    audit does), so one replicate gives both models' gaps on the same images. Returns ``{(task, attribute,
+    group_a, group_b, metric): (delta, se)}`` for metric ``auc_gap`` (groups None) or ``auc_diff`` (groups sorted,
+    delta of |difference|), and why pairing was not possible (or None)."""
+    from cxrdistill.evaluation.audit import attribute_labels
+    from cxrdistill.evaluation.predictions import task_arrays
+
+    if not (ref.audit and other.audit):
+        return {}, "no audit.json"
+    st = ref.audit.get("settings") or {}
+    if st.get("resample", "none") != "none" or (other.audit.get("settings") or {}).get("resample", "none") != "none":
+        return {}, "audits on resampled test sets"
+    dr, do = _predictions_of(ref), _predictions_of(other)
+    if dr is None or do is None:
+        return {}, "predictions files not found"
+    ids_r, ids_o = dr["image_id"].astype(str), do["image_id"].astype(str)
+    if set(ids_r) != set(ids_o):
+        return {}, "the two predictions files hold different images"
+    do = do.set_index(ids_o).loc[ids_r.to_numpy()].reset_index(drop=True)
+    n_boot = int(n_boot if n_boot is not None else st.get("n_boot") or 1000)
+    seed = int(seed if seed is not None else st.get("seed") or 0)
+    if n_boot < 50:
+        return {}, "fewer than 50 bootstrap replicates"
+    age_bins = st.get("age_bins")
+    out: dict = {}
+    for task, t_ref in (ref.audit.get("tasks") or {}).items():
+        t_oth = (other.audit.get("tasks") or {}).get(task)
+        if t_oth is None or f"p_{task}" not in do.columns or f"y_{task}" not in dr.columns:
+            continue
+        try:
+            y, p_r, keep = task_arrays(dr, task)
+            y_o, p_o, keep_o = task_arrays(do, task)
+        except InputError:
+            continue
+        if not (np.array_equal(keep, keep_o) and np.array_equal(y, y_o)):
+            continue  # the labels differ between the files: not the same test set
+        for attr, a_ref in (t_ref.get("attributes") or {}).items():
+            a_oth = (t_oth.get("attributes") or {}).get(attr)
+            if a_oth is None or attr not in dr.columns:
+                continue
+            lab = np.asarray(attribute_labels(dr[attr], attr, age_bins)[0], dtype=object)[keep]
+            groups = [g for g, v in (a_ref.get("groups") or {}).items()
+                      if _num(v.get("auc")) is not None and _num(((a_oth.get("groups") or {}).get(g) or {})
+                                                                  .get("auc")) is not None]
+            if len(groups) < 2:
+                continue
+            rng = np.random.default_rng(np.random.SeedSequence([seed, *map(ord, f"{task}|{attr}")]))
+            point, reps = {}, {}
+            for g in groups:
+                rows = np.flatnonzero(lab == g)
+                yg = y[rows]
+                if yg.min() == yg.max():
+                    break
+                pos, neg = rows[yg == 1], rows[yg == 0]
+                idx = np.concatenate([pos[rng.integers(0, pos.size, (n_boot, pos.size))],
+                                      neg[rng.integers(0, neg.size, (n_boot, neg.size))]], axis=1)
+                yy = np.r_[np.ones(pos.size, int), np.zeros(neg.size, int)]
+                point[g] = (_auc_rows(yy, p_r[np.r_[pos, neg]]), _auc_rows(yy, p_o[np.r_[pos, neg]]))
+                reps[g] = (_auc_rows(yy, p_r[idx]), _auc_rows(yy, p_o[idx]))
+            else:
+                # the audits' own group AUCs must be these (else the files are not what the audits read)
+                if any(abs(point[g][0] - float(a_ref["groups"][g]["auc"])) > 1e-6
+                       or abs(point[g][1] - float(a_oth["groups"][g]["auc"])) > 1e-6 for g in groups):
+                    continue
+                gap = [np.max([reps[g][m] for g in groups], axis=0) - np.min([reps[g][m] for g in groups], axis=0)
+                       for m in (0, 1)]
+                gap0 = [max(point[g][m] for g in groups) - min(point[g][m] for g in groups) for m in (0, 1)]
+                d = gap[1] - gap[0]
+                out[(task, attr, None, None, "auc_gap")] = (gap0[1] - gap0[0], float(np.std(d, ddof=1)))
+                for ga, gb in ((x, z) for i, x in enumerate(sorted(groups)) for z in sorted(groups)[i + 1:]):
+                    dd = np.abs(reps[ga][1] - reps[gb][1]) - np.abs(reps[ga][0] - reps[gb][0])
+                    d0 = abs(point[ga][1] - point[gb][1]) - abs(point[ga][0] - point[gb][0])
+                    out[(task, attr, ga, gb, "auc_diff")] = (float(d0), float(np.std(dd, ddof=1)))
+    return out, (None if out else "no AUC gap could be paired")
+
+
 # ---------------------------------------------------------------- tests
+
+
+def _two_sided(z: float) -> float:
+    from scipy.stats import norm
+
+    return float(2 * norm.sf(abs(z)))
 
 
 def z_test(mag_ref: float, se_ref: float, mag: float, se: float) -> tuple[float, float, float]:
@@ -299,16 +427,49 @@ def two_proportion_test(x1: int, n1: int, x2: int, n2: int) -> tuple[float, floa
     return p2 - p1, z, float(2 * norm.sf(abs(z)))
 
 
+def tost_p(delta: float, se: float, margin: float) -> float:
+    """Two one-sided z-tests of equivalence (Schuirmann 1987): H0 delta <= -margin and H0 delta >= margin; the
+    larger of the two p-values (small = the change lies within ± margin)."""
+    from scipy.stats import norm
+
+    if not se > 0:
+        return 0.0 if abs(delta) < margin else 1.0
+    return float(max(norm.sf((delta + margin) / se), norm.cdf((delta - margin) / se)))
+
+
+def min_detectable_change(se: float, alpha: float = 0.05, power: float = POWER) -> float:
+    """Smallest |change| a two-sided z-test at ``alpha`` detects with probability ``power``."""
+    from scipy.stats import norm
+
+    return float((norm.ppf(1 - alpha / 2) + norm.ppf(power)) * se)
+
+
+def verdict_of(p_adj: float, p_equiv_adj: float, delta: float, alpha: float) -> str:
+    """The four-word verdict from the adjusted change and equivalence p-values."""
+    if p_adj < alpha:
+        return "reduced" if delta < 0 else "amplified"
+    if p_equiv_adj < alpha:
+        return "inherited"
+    return "inconclusive"
+
+
 def _magnitude(v: float, how: str) -> float:
     return abs(v) if how == "abs" else v
 
 
-def compare_bundles(bundles: list[AuditBundle], *, alpha: float = 0.05, correction: str = "by") -> CompareResult:
-    """Compare every model with the first (the reference): side-by-side values and verdicts."""
+def compare_bundles(bundles: list[AuditBundle], *, alpha: float = 0.05, correction: str = "by",
+                    margin: float = DEFAULT_MARGIN, paired: bool = True) -> CompareResult:
+    """Compare every model with the first (the reference): side-by-side values and four-word verdicts (see
+    ``METHOD``). ``margin`` is the equivalence margin of the TOST; ``paired`` uses the audits' predictions files for
+    a paired bootstrap of AUC gaps when they can be read."""
     if len(bundles) < 2:
         raise InputError("compare needs at least two audit directories", hint="cxrdistill compare DIR_A DIR_B")
     if correction not in CORRECTIONS:
         raise InputError(f"unknown correction {correction!r}", hint=f"choose one of {', '.join(CORRECTIONS)}")
+    if not (isinstance(margin, (int, float)) and math.isfinite(margin) and margin > 0):
+        raise InputError(f"equivalence margin {margin!r} must be a positive number", hint="e.g. --margin 0.02")
+    if not 0.0 < float(alpha) < 0.5:
+        raise InputError(f"alpha {alpha} must be strictly between 0 and 0.5", hint="e.g. --alpha 0.05")
     names = [b.name for b in bundles]
     if len(set(names)) != len(names):
         raise InputError(f"model names must be unique, got {names}", hint="pass --names teacher,student")
@@ -321,15 +482,21 @@ def compare_bundles(bundles: list[AuditBundle], *, alpha: float = 0.05, correcti
     for c in ("value", "ci_low", "ci_high", "se"):
         long[c] = pd.to_numeric(long[c], errors="coerce").astype(float)
     ref = long[long["model"] == names[0]]
-    for c in ("delta", "z", "p", "p_adj"):
+    for c in ("delta", "delta_se", "delta_ci_low", "delta_ci_high", "z", "p", "p_adj", "p_equiv", "p_equiv_adj",
+              "mdc"):
         long[c] = np.nan
+    long["paired"] = False
+    long["margin"] = float(margin)
     long["verdict"] = None
     long["note"] = None
     long["reference"] = names[0]
     ref_idx = {tuple(r[k] for k in key): i for i, r in ref.iterrows()}
     summary_counts: dict[str, dict] = {}
+    pairing: dict[str, str | None] = {}
     for b in bundles[1:]:
         sel = long.index[long["model"] == b.name]
+        pair, why = paired_auc_changes(bundles[0], b) if paired else ({}, "not requested")
+        pairing[b.name] = "paired bootstrap" if pair else f"unpaired ({why})"
         tested = []
         for i in sel:
             r = long.loc[i]
@@ -347,30 +514,42 @@ def compare_bundles(bundles: list[AuditBundle], *, alpha: float = 0.05, correcti
                 if pd.isna(a["n"]) or pd.isna(r["n"]) or not a["n"] or not r["n"]:
                     long.at[i, "note"] = "no tests"
                     continue
-                d, z, p = two_proportion_test(int(a["x"]), int(a["n"]), int(r["x"]), int(r["n"]))
+                x1, n1, x2, n2 = int(a["x"]), int(a["n"]), int(r["x"]), int(r["n"])
+                d, z, p = two_proportion_test(x1, n1, x2, n2)
+                se_d = math.sqrt((x1 / n1) * (1 - x1 / n1) / n1 + (x2 / n2) * (1 - x2 / n2) / n2)
+            elif (k[2], k[3], k[4], k[5], k[1]) in pair:  # (task, attribute, group_a, group_b, metric)
+                d, se_d = pair[(k[2], k[3], k[4], k[5], k[1])]
+                z = d / se_d if se_d > 0 else (0.0 if d == 0 else math.copysign(math.inf, d))
+                p = _two_sided(z)
+                long.at[i, "paired"] = True
             else:
                 if pd.isna(a["se"]) or pd.isna(r["se"]):
                     long.at[i, "note"] = "no standard error (CI missing)"
                     continue
                 d, z, p = z_test(_magnitude(a["value"], a["magnitude"]), float(a["se"]),
                                  _magnitude(r["value"], r["magnitude"]), float(r["se"]))
-                if (r["magnitude"] == "abs" and a["value"] * r["value"] < 0):
-                    long.at[i, "note"] = "direction reversed"
-            long.loc[i, ["delta", "z", "p"]] = [d, z, p]
+                se_d = math.hypot(float(a["se"]), float(r["se"]))
+            if r["magnitude"] == "abs" and a["value"] * r["value"] < 0:
+                long.at[i, "note"] = "direction reversed"
+            long.loc[i, ["delta", "delta_se", "delta_ci_low", "delta_ci_high", "z", "p", "p_equiv", "mdc"]] = [
+                d, se_d, d - _Z975 * se_d, d + _Z975 * se_d, z, p, tost_p(d, se_d, margin),
+                min_detectable_change(se_d, alpha)]
             tested.append(i)
         if tested:
             long.loc[tested, "p_adj"] = adjust_pvalues(long.loc[tested, "p"].to_numpy(dtype=float), correction)
+            long.loc[tested, "p_equiv_adj"] = adjust_pvalues(long.loc[tested, "p_equiv"].to_numpy(dtype=float),
+                                                             correction)
             for i in tested:
-                sig = long.at[i, "p_adj"] < alpha
-                long.at[i, "verdict"] = ("inherited" if not sig else
-                                         "reduced" if long.at[i, "delta"] < 0 else "amplified")
+                long.at[i, "verdict"] = verdict_of(long.at[i, "p_adj"], long.at[i, "p_equiv_adj"],
+                                                   long.at[i, "delta"], alpha)
         counts = long.loc[sel, "verdict"].value_counts()
         summary_counts[b.name] = {v: int(counts.get(v, 0)) for v in VERDICTS}
         summary_counts[b.name]["not_tested"] = int(long.loc[sel, "verdict"].isna().sum())
     tidy = long.drop(columns=["x"])
     summary = {
         "models": names, "reference": names[0], "dirs": {b.name: str(b.path) for b in bundles},
-        "alpha": alpha, "correction": correction, "method": METHOD,
+        "alpha": alpha, "correction": correction, "margin": float(margin), "power": POWER, "method": METHOD,
+        "verdicts": VERDICT_HELP, "pairing": pairing,
         "summary": summary_counts,
         "rows": _json_rows(tidy, names, key),
     }
@@ -392,7 +571,11 @@ def _json_rows(tidy: pd.DataFrame, names: list[str], key: list[str]) -> list[dic
         rec["values"] = {r.model: {"value": r.value, "ci": None if pd.isna(r.ci_low) else [r.ci_low, r.ci_high],
                                    "se": r.se, "n": None if pd.isna(r.n) else int(r.n)}
                          for r in sub.itertuples()}
-        rec["vs_reference"] = {r.model: {"delta": r.delta, "z": r.z, "p": r.p, "p_adj": r.p_adj,
+        rec["vs_reference"] = {r.model: {"delta": r.delta, "delta_se": r.delta_se,
+                                         "delta_ci": None if pd.isna(r.delta_ci_low) else [r.delta_ci_low,
+                                                                                           r.delta_ci_high],
+                                         "paired": bool(r.paired), "z": r.z, "p": r.p, "p_adj": r.p_adj,
+                                         "p_equiv": r.p_equiv, "p_equiv_adj": r.p_equiv_adj, "mdc": r.mdc,
                                          "verdict": r.verdict, "note": r.note}
                                for r in sub.itertuples() if r.model != names[0]}
         out.append(clean_json(rec))
@@ -400,7 +583,7 @@ def _json_rows(tidy: pd.DataFrame, names: list[str], key: list[str]) -> list[dic
 
 
 def compare_dirs(dirs: list[str | Path], names: list[str] | None = None, *, alpha: float = 0.05,
-                 correction: str = "by") -> CompareResult:
+                 correction: str = "by", margin: float = DEFAULT_MARGIN, paired: bool = True) -> CompareResult:
     """``cxrdistill compare``: load each audit directory and compare them with the first."""
     if names is not None and len(names) != len(dirs):
         raise InputError(f"{len(names)} names for {len(dirs)} directories", hint="one name per directory")
@@ -410,4 +593,4 @@ def compare_dirs(dirs: list[str | Path], names: list[str] | None = None, *, alph
         if len(set(names)) != len(names):
             names = [f"{p.parent.name}/{p.name}" for p in paths]
     bundles = [load_audit_dir(d, names[i]) for i, d in enumerate(dirs)]
-    return compare_bundles(bundles, alpha=alpha, correction=correction)
+    return compare_bundles(bundles, alpha=alpha, correction=correction, margin=margin, paired=paired)
