@@ -97,13 +97,13 @@ def parse_seeds(values: Optional[Iterable[str] | str], option: str = "--seeds") 
                          hint=f"e.g. {option} 0,1,2") from None
 
 
-def on_error_mode(on_error: str, *, skip_alias: bool = False) -> str:
+def on_error_mode(on_error: str, *, skip_alias: bool = False, option: str = "--on-error") -> str:
     """Checks ``--on-error`` and returns ``fail`` or ``skip`` (``skip_alias``: an old boolean spelling was set)."""
     from cxrdistill.errors import InputError
 
     mode = {"raise": "fail", "error": "fail", "drop": "skip"}.get(on_error, on_error)
     if mode not in ON_ERROR:
-        raise InputError(f"--on-error must be one of {', '.join(ON_ERROR)}, not {on_error!r}")
+        raise InputError(f"{option} must be one of {', '.join(ON_ERROR)}, not {on_error!r}")
     return "skip" if skip_alias else mode
 
 

@@ -8,20 +8,20 @@ from typing import List, Optional
 
 import typer
 
+from cxrdistill.commands import _common as C
+
 _COMMON = "Image check"
 
 
 def _run_import(reader: str, out: Path, images_root: Optional[Path], no_image_check: bool, missing: str,
-                check_sample: int, **kw) -> None:
+                check_sample: int, old_missing: Optional[str] = None, **kw) -> None:
     from rich.console import Console
 
-    from cxrdistill.cohorts.imagecheck import MISSING_MODES
     from cxrdistill.cohorts.importer import import_cohort
     from cxrdistill.cohorts.schema import label_columns
-    from cxrdistill.errors import CxrError
 
-    if missing not in MISSING_MODES:
-        raise CxrError(f"--missing must be one of {', '.join(MISSING_MODES)}, not {missing!r}")
+    mode = C.on_error_mode(old_missing or missing, option="--missing" if old_missing else "--on-error")
+    missing = {"fail": "error", "skip": "drop"}[mode]
     console = Console(soft_wrap=True, markup=False, highlight=False)
     df, report = import_cohort(reader, out, images_root=images_root, image_check=not no_image_check,
                                missing=missing, sample=check_sample, **kw)
@@ -32,6 +32,8 @@ def _run_import(reader: str, out: Path, images_root: Optional[Path], no_image_ch
                       f"warning: {report.summary()} — dropped {report.n_dropped} rows")
     console.print(f"wrote {out}: {len(df)} images, {df['patient_id'].nunique()} patients, "
                   f"{len(label_columns(df))} label columns")
+    C.summary(f"cohort import {reader}", out, images=len(df), patients=int(df["patient_id"].nunique()),
+              labels=len(label_columns(df)), dropped=int(report.n_dropped) if report is not None else 0)
 
 
 def register(app: typer.Typer) -> None:
@@ -39,13 +41,14 @@ def register(app: typer.Typer) -> None:
     imp = typer.Typer(help="Import a dataset's metadata as a cohort table (Parquet).", no_args_is_help=True)
     cohort.add_typer(imp, name="import")
 
-    out_opt = typer.Option(..., "--out", "-o", help="Cohort table to write (.parquet).")
+    out_opt = C.out_option(help="Cohort table to write (.parquet).")
     root_opt = typer.Option(None, "--images-root", help="Folder the image paths are relative to "
                             "(default: next to the metadata csv).", rich_help_panel=_COMMON)
     nocheck_opt = typer.Option(False, "--no-image-check", help="Build the table from metadata alone.",
                                rich_help_panel=_COMMON)
-    missing_opt = typer.Option("error", "--missing", help="Missing/unreadable images: error or drop.",
-                               rich_help_panel=_COMMON)
+    missing_opt = typer.Option("fail", "--on-error", help="Missing or unreadable images: fail (stop), or skip "
+                               "them (the rows are dropped and reported).", rich_help_panel=_COMMON)
+    old_missing_opt = C.hidden("--missing")
     sample_opt = typer.Option(32, "--check-sample", help="How many images (seeded sample) to open as well as stat; "
                               "-1 = all, 0 = none.", rich_help_panel=_COMMON)
 
@@ -57,9 +60,10 @@ def register(app: typer.Typer) -> None:
                                                     "(race and ethnicity, joined on patient id)."),
         out: Path = out_opt, images_root: Optional[Path] = root_opt, no_image_check: bool = nocheck_opt,
         missing: str = missing_opt, check_sample: int = sample_opt,
+        old_missing: Optional[str] = old_missing_opt,
     ) -> None:
         """CheXpert (and the synthetic dataset, which uses CheXpert's layout)."""
-        _run_import("chexpert", out, images_root, no_image_check, missing, check_sample, csv=csv,
+        _run_import("chexpert", out, images_root, no_image_check, missing, check_sample, old_missing, csv=csv,
                     demographics=demographics)
 
     @imp.command("mimic")
@@ -74,9 +78,10 @@ def register(app: typer.Typer) -> None:
                                                  "(validate → val)."),
         out: Path = out_opt, images_root: Optional[Path] = root_opt, no_image_check: bool = nocheck_opt,
         missing: str = missing_opt, check_sample: int = sample_opt,
+        old_missing: Optional[str] = old_missing_opt,
     ) -> None:
         """MIMIC-CXR-JPG with MIMIC-IV demographics."""
-        _run_import("mimic", out, images_root, no_image_check, missing, check_sample, metadata=metadata,
+        _run_import("mimic", out, images_root, no_image_check, missing, check_sample, old_missing, metadata=metadata,
                     labels=labels, patients=patients, admissions=admissions,
                     exclude_inconsistent_race=exclude_inconsistent_race, split_csv=split_csv)
 
@@ -85,9 +90,10 @@ def register(app: typer.Typer) -> None:
         csv: Path = typer.Option(..., "--csv", help="Data_Entry_2017_v2020.csv[.gz] (or Data_Entry_2017.csv)."),
         out: Path = out_opt, images_root: Optional[Path] = root_opt, no_image_check: bool = nocheck_opt,
         missing: str = missing_opt, check_sample: int = sample_opt,
+        old_missing: Optional[str] = old_missing_opt,
     ) -> None:
         """NIH ChestX-ray14."""
-        _run_import("nih", out, images_root, no_image_check, missing, check_sample, csv=csv)
+        _run_import("nih", out, images_root, no_image_check, missing, check_sample, old_missing, csv=csv)
 
     @imp.command("padchest")
     def import_padchest(
@@ -97,9 +103,10 @@ def register(app: typer.Typer) -> None:
                                              "cell (labels NaN)."),
         out: Path = out_opt, images_root: Optional[Path] = root_opt, no_image_check: bool = nocheck_opt,
         missing: str = missing_opt, check_sample: int = sample_opt,
+        old_missing: Optional[str] = old_missing_opt,
     ) -> None:
         """PadChest."""
-        _run_import("padchest", out, images_root, no_image_check, missing, check_sample, csv=csv,
+        _run_import("padchest", out, images_root, no_image_check, missing, check_sample, old_missing, csv=csv,
                     all_findings=all_findings, keep_unlabelled=keep_unlabelled)
 
     @cohort.command("split")
@@ -109,7 +116,7 @@ def register(app: typer.Typer) -> None:
         fractions: str = typer.Option("0.7,0.1,0.2", "--fractions", help="train,val,test (or train,test)."),
         stratify: Optional[List[str]] = typer.Option(None, "--stratify", help="Label or attribute to stratify by "
                                                      "(repeatable): e.g. pleural_effusion, sex, race, age."),
-        seed: int = typer.Option(0, "--seed", help="Random seed."),
+        seed: int = C.seed_option(),
         from_file: Optional[Path] = typer.Option(None, "--from-file", help="Fixed split: a csv with image_id or "
                                                  "patient_id, and split."),
     ) -> None:
@@ -132,6 +139,8 @@ def register(app: typer.Typer) -> None:
         check_no_leakage(df, from_file or cohort_path)
         save_cohort(df, out)
         _print_frame(console, split_summary(df, strat), f"{out}")
+        C.summary("cohort split", out, images=len(df),
+                  splits={str(k): int(v) for k, v in df["split"].value_counts().sort_index().items()})
 
     @cohort.command("info")
     def info(
@@ -174,6 +183,7 @@ def register(app: typer.Typer) -> None:
             console.print(f"note: {note}")
         if json_out is not None:
             write_json(clean_json(s), json_out)
+        C.summary("cohort info", json_out, images=s["images"], patients=s["patients"], splits=s["split"])
 
     app.add_typer(cohort, name="cohort")
 
