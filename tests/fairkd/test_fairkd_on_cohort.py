@@ -116,3 +116,67 @@ def test_tradeoff_plot_shows_every_student_of_every_panel(run):
     assert len([a for a in fig.axes if a.get_title()]) == 1
     lo, hi = axes[0].get_ylim()
     assert lo <= st["retention_mean"].min() and hi >= max(st["retention_mean"].max(), 0.97)
+
+
+def _cache_of(imgs: np.ndarray, ids: list[str], order: np.ndarray, root) -> "object":
+    """A real uint8 image cache of ``imgs`` (PNG files decoded by ``ImageCache.build``), its rows in ``order``."""
+    from PIL import Image
+
+    from cxrdistill.images.cache import ImageCache
+
+    for i in range(len(imgs)):
+        Image.fromarray(imgs[i]).save(root / f"{ids[i]}.png")
+    table = pd.DataFrame({"image_id": [ids[i] for i in order], "path": [f"{ids[i]}.png" for i in order]})
+    return ImageCache.build(table, root, imgs.shape[1], root / "cache", workers=1, progress=False)
+
+
+def test_streaming_from_the_memory_mapped_cache_gives_the_same_results(run, tmp_path):
+    """The stage reads pixels through an index into the cache (rows in another order than the cohort's): the same
+    cohort, the same students and the same table as with the images in memory, and no copy of the pixels."""
+    import pickle
+
+    from cxrdistill.images.cache import ImageRows
+
+    df, T, keep, c, cfg, _, tidy = run
+    imgs, _, _ = make_images(len(df), seed=3)
+    cache = _cache_of(imgs, list(df["image_id"]), np.random.default_rng(1).permutation(len(df)), tmp_path)
+    assert np.array_equal(cache.array[cache.index_of(df["image_id"])], imgs)  # lossless PNG → cache
+    rows = cache.index_of(df["image_id"])
+    assert not np.array_equal(rows, np.arange(len(df)))
+    cm = cohort_from_table(df, cache, "race", TASKS, "u-ignore", "chexpert", rows=rows)
+    assert isinstance(cm.images, ImageRows) and cm.images.images is cache  # an index, not an array of pixels
+    assert len(pickle.dumps(cm.images)) < imgs.nbytes / 4  # the cache's location and row numbers, not pixels
+    assert np.array_equal(np.asarray(cm.images), np.asarray(c.images))
+    assert all(np.array_equal(cm.y[k], c.y[k]) for k in c.y) and all(
+        np.array_equal(cm.idx[s], c.idx[s]) for s in c.idx)
+    tidy2 = run_on_cohort(cm, T[keep], cfg, tmp_path / "streamed")
+    pd.testing.assert_frame_equal(tidy.reset_index(drop=True), tidy2.reset_index(drop=True))
+
+
+def test_building_the_cohort_reads_no_pixels(tmp_path):
+    """Memory stays bounded: a cohort over a 20 MB memory-mapped image file allocates row numbers, not images
+    (the stage used to copy every image of the cohort into RAM first)."""
+    import tracemalloc
+
+    from cxrdistill.images.cache import ImageRows
+
+    n, size = 5000, 64
+    mm = np.lib.format.open_memmap(tmp_path / "images.npy", mode="w+", dtype=np.uint8, shape=(n, size, size))
+    mm[:] = np.random.default_rng(0).integers(0, 255, size=(n, size, size), dtype=np.uint8)
+    mm.flush()
+    mm = np.load(tmp_path / "images.npy", mmap_mode="r")
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"image_id": [f"i{k}" for k in range(n)], "patient_id": [f"p{k}" for k in range(n)],
+                       "race": rng.choice(["White", "Black", None], n), "split": rng.choice(["train", "val", "test"], n),
+                       "pleural_effusion": rng.integers(0, 2, n).astype(float),
+                       "cardiomegaly": rng.integers(0, 2, n).astype(float)})
+    rows = rng.permutation(n)
+    tracemalloc.start()
+    c = cohort_from_table(df, mm, "race", TASKS, "u-ignore", "x", rows=rows)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert isinstance(c.images, ImageRows) and isinstance(c.images.images, np.memmap)
+    assert peak < 0.1 * n * size * size  # < 2 MB for 20 MB of images (the row index and the table)
+    k = c.idx["train"][:7]
+    assert np.array_equal(c.images[k], np.asarray(mm)[rows[df["race"].notna().to_numpy()
+                                                          & df["split"].notna().to_numpy()][k]])

@@ -38,22 +38,27 @@ def make_cohort_config(options: dict[str, Any] | None, **defaults: Any) -> FairK
     return make_config(defaults, what="fair_distill.options", synthetic=False, **options)
 
 
-def cohort_from_table(df: pd.DataFrame, images: np.ndarray, attribute: str, tasks: list[str], label_policy: str,
-                      name: str) -> Cohort:
-    """A study cohort (one row per image, ``split`` set, ``images`` aligned with the rows) as a :class:`Cohort`.
+def cohort_from_table(df: pd.DataFrame, images: Any, attribute: str, tasks: list[str], label_policy: str,
+                      name: str, *, rows: np.ndarray | None = None) -> Cohort:
+    """A study cohort (one row per image, ``split`` set) as a :class:`Cohort`. Row ``i``'s image is
+    ``images[rows[i]]`` (``rows`` default: aligned); ``images`` is the image cache (an ``ImageCache`` or its
+    memory map) or any uint8 array. The cohort keeps an index into it (:class:`~cxrdistill.images.cache.ImageRows`),
+    never a copy: pixels are read batch by batch while training, so memory does not grow with the cohort's images.
     Rows without the attribute are left out (the objectives need every training image's group); ground-truth labels
     are used where the cohort has them (``true_<task>``, synthetic cohorts)."""
     from cxrdistill.cohorts.policies import build_targets
+    from cxrdistill.images.cache import ImageRows
 
     for col in ("split", "patient_id", attribute, *tasks):
         if col not in df.columns:
             raise InputError(f"the cohort has no {col!r} column", column=col,
                              hint="fair distillation needs a split cohort with the attribute and every task")
-    if len(images) != len(df):
-        raise InputError(f"{len(images)} images for {len(df)} cohort rows")
+    view = ImageRows(images, rows)
+    if len(view) != len(df):
+        raise InputError(f"{len(view)} images for {len(df)} cohort rows")
     keep = df[attribute].notna().to_numpy() & df["split"].isin(["train", "val", "test"]).to_numpy()
     meta = df[keep].reset_index(drop=True)
-    images = np.asarray(images)[keep]
+    images = view.take(keep)
     names = sorted(map(str, meta[attribute].unique()))
     if len(names) < 2:
         raise InputError(f"attribute {attribute!r} has {len(names)} group(s) in the cohort; fair distillation needs "

@@ -207,6 +207,73 @@ class ImageCache:
         return cls(cache_dir)
 
 
+class ImageRows:
+    """Images ``images[rows[i]]`` of a larger uint8 array, read only when asked: an index into the (memory-mapped)
+    cache instead of a copy of its pixels, so a stage over N images holds N row numbers, not N images.
+
+    ``images``: an :class:`ImageCache`, an ``np.memmap`` or any (N, H, W) uint8 array. Indexing with an int gives one
+    image; with a slice, mask or index array a uint8 array of those images, read in file order. ``take`` narrows
+    the view without reading pixels. Pickled as the cache's location and the row numbers, never the pixels."""
+
+    def __init__(self, images: Any, rows: Any = None):
+        if isinstance(images, ImageRows):
+            images, rows = images.images, (images.rows if rows is None else images.rows[np.asarray(rows)])
+        self.images = images
+        n = len(images)
+        self.rows = np.arange(n, dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64).reshape(-1)
+        if len(self.rows) and (self.rows.min() < 0 or self.rows.max() >= n):
+            raise IndexError(f"rows out of range for {n} images")
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self.rows), *self.images.shape[1:])
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(np.uint8) if isinstance(self.images, ImageCache) else self.images.dtype
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def take(self, idx: Any) -> "ImageRows":
+        """The view of items ``idx`` (positions, or a boolean mask over the items); no pixels are read."""
+        idx = np.asarray(idx)
+        return ImageRows(self.images, self.rows[np.flatnonzero(idx) if idx.dtype == bool else idx.astype(np.int64)])
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        if isinstance(key, (int, np.integer)):
+            return np.asarray(self.images[int(self.rows[key])])
+        rows = self.rows[key]
+        order = np.argsort(rows, kind="stable")  # sequential reads of the memory map
+        out = np.empty((len(rows), *self.images.shape[1:]), dtype=self.dtype)
+        out[order] = self.images[rows[order]]
+        return out
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        a = self[slice(None)]
+        return a if dtype is None else a.astype(dtype)
+
+    def __getstate__(self) -> dict:
+        d = self.__dict__.copy()
+        m = d["images"]
+        if isinstance(m, np.memmap) and m.filename:
+            d["images"] = ("memmap", str(m.filename), m.dtype.str, tuple(m.shape), int(m.offset))
+        return d
+
+    def __setstate__(self, d: dict) -> None:
+        m = d["images"]
+        if isinstance(m, tuple) and m and m[0] == "memmap":
+            d["images"] = np.memmap(m[1], dtype=np.dtype(m[2]), mode="r", shape=m[3], offset=m[4])
+        self.__dict__.update(d)
+
+    def __repr__(self) -> str:
+        return f"ImageRows({len(self)} of {len(self.images)} images)"
+
+
 def _cohort_paths(df) -> tuple[list[str], list[str]]:
     for c in ("image_id", "path"):
         if c not in df.columns:
