@@ -12,6 +12,7 @@ written last. Deterministic: each row's image depends only on (seed, row positio
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -25,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from cxrdistill.errors import InputError
-from cxrdistill.storage.io import atomic_open, atomic_path, write_json
+from cxrdistill.storage.io import atomic_open, write_json
 from cxrdistill.synth.render import ImageSpec, render_spec
 from cxrdistill.synth.sample import CHEXPERT_LABELS
 from cxrdistill.synth.scenario import DISEASES, FINDINGS, PATHOLOGIES
@@ -198,10 +199,19 @@ def _specs(csv: pd.DataFrame, seed: int, rows: np.ndarray) -> Iterator[tuple[Ima
 
 
 def _save_png(arr: np.ndarray, path: Path) -> None:
+    """Write a PNG under a temporary name and rename it: a killed run never leaves a half-written image. (No fsync
+    per file: at hundreds of thousands of files it would cost more than the rendering.)"""
     from PIL import Image
 
-    with atomic_path(path) as tmp:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
         Image.fromarray(arr).save(tmp, format="PNG", compress_level=6)  # no metadata: bytes depend on pixels only
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
 
 
 def _work(job: tuple[list[tuple[ImageSpec, str]], int, str]) -> int:
