@@ -53,7 +53,8 @@ def specs_from_table(df: pd.DataFrame, scenario: Scenario, seed: int) -> list[Im
             visibility={f: g.rate(g.visibility, f, 1.0) for f in findings},
             contrast=float(r["synth_contrast"]), noise=float(r["synth_noise"]),
             brightness=float(r["synth_brightness"]), blur=float(r["synth_blur"]), habitus=float(r["synth_habitus"]),
-            marker=site.marker, marker_corner=site.marker_corner, marker_shape=site.marker_shape, shortcut=sc))
+            marker=site.marker, marker_corner=site.marker_corner, marker_shape=site.marker_shape, shortcut=sc,
+            demographics=float(scenario.demographics)))
     return specs
 
 

@@ -46,6 +46,7 @@ class ImageSpec:
     marker_corner: str = "top_left"
     marker_shape: str = "none"
     shortcut: tuple[str, str] | None = None  # (shape, corner)
+    demographics: float = 1.0  # how visible sex, race and age are in the anatomy (0 = barely)
 
 
 @dataclass
@@ -101,7 +102,7 @@ def render_spec(spec: ImageSpec, size: int) -> Rendered:
     S = int(size)
     rng_p = _rng(spec.seed, PATIENT_STREAM, spec.patient_index)
     rng_i = _rng(spec.seed, IMAGE_STREAM, spec.index)
-    a = sample_anatomy(rng_p, spec.sex, spec.age, spec.race, spec.habitus)
+    a = sample_anatomy(rng_p, spec.sex, spec.age, spec.race, spec.habitus, spec.demographics)
     ap = spec.view == "AP"
     insp = float(rng_i.normal(0, 0.025)) - (0.06 if ap else 0.0)
     a.base_R += insp
@@ -161,9 +162,9 @@ def render_spec(spec: ImageSpec, size: int) -> Rendered:
         for sx in (-1, 1):
             cx, cy = sx * 0.58 * a.W / 0.7, a.breast_y
             r2 = ((x - cx) / (a.breast * 1.3)) ** 2 + ((y - cy) / a.breast) ** 2
-            D += 0.18 * np.clip(1 - r2, 0, 1) ** 0.3 * smoothstep(y - (cy - 0.5 * a.breast), 0.14)
+            D += a.breast_density * np.clip(1 - r2, 0, 1) ** 0.3 * smoothstep(y - (cy - 0.5 * a.breast), 0.14)
     else:
-        D += 0.05 * ch.torso * smoothstep(-0.3 - y, 0.2) * smoothstep(np.abs(x) - 0.3, 0.1)  # pectorals
+        D += a.pectoral * ch.torso * smoothstep(-0.3 - y, 0.2) * smoothstep(np.abs(x) - 0.3, 0.1)  # pectorals
     above = 1 - ch.below_dome
     central = np.maximum(ch.med * above * smoothstep(y + 0.95, 0.1), heart_soft * (0.72 + 0.28 * ch.heart_prof))
     gas = image_field(rng_i, S, 32, 1.2)
@@ -227,12 +228,13 @@ def render_spec(spec: ImageSpec, size: int) -> Rendered:
 
 def render(size: int = 128, seed: int = 0, *, index: int = 0, sex: str = "Male", age: float = 60, race: str = "White",
            view: str = "PA", findings: tuple[str, ...] | list[str] = (), variants: dict[str, str] | None = None,
-           contrast: float = 1.0, noise: float = 0.025, habitus: float = 1.0, marker: str = "R") -> Rendered:
+           contrast: float = 1.0, noise: float = 0.025, habitus: float = 1.0, marker: str = "R",
+           demographics: float = 1.0) -> Rendered:
     """Render one image directly (for tests, figures and experiments), without a cohort or scenario."""
     bad = [f for f in findings if f not in FINDINGS]
     if bad:
         raise ValueError(f"unknown finding {bad[0]!r}")
     spec = ImageSpec(seed=seed, index=index, patient_index=index, sex=sex, age=age, race=race, view=view,
                      findings=tuple(findings), variants=dict(variants or {}), contrast=contrast, noise=noise,
-                     habitus=habitus, marker=marker)
+                     habitus=habitus, marker=marker, demographics=demographics)
     return render_spec(spec, size)

@@ -197,6 +197,9 @@ class Scenario(BaseModel):
                                           description="race mix when the attribute is sex")
     studies_per_patient: float = Field(1.6, ge=1, le=5, description="mean number of studies per patient")
     label_noise: float = Field(1.0, ge=0, le=3, description="scale of the uncertain (-1) label rates")
+    demographics: float = Field(1.0, ge=0, le=3, description="how visible sex, race and age are in the images "
+                                "(body habitus, breasts, bone density and shape); 1 ≈ as in real radiographs, "
+                                "0 = barely")
 
     @field_validator("base_prevalence")
     @classmethod
@@ -477,3 +480,58 @@ def _pretrain() -> Scenario:
                          noise=0.05, brightness=0.03)},
         groups={"Male": Group(share=0.7, sites={"H": 0.85, "P": 0.15}),
                 "Female": Group(share=0.3, sites={"H": 0.35, "P": 0.65}, underdiagnosis={_ALL_DISEASES: 0.25})})
+
+
+# ------------------------------------------------------------------ scenarios with a known answer (the fairness
+# benchmark's positive and negative controls; rationale in docs/synth.md, "Scenarios with a known answer")
+def _cue(p_positive: float, p_negative: float) -> Shortcut:
+    """A corner cue whose association with effusion is the same at training and test time (a stable meaning)."""
+    return Shortcut(finding="pleural_effusion", p_positive=p_positive, p_negative=p_negative, test="same",
+                    shape="triangle", corner="bottom_right")
+
+
+_FAINT_EFFUSION = {"pleural_effusion": 0.45}  # faint enough that the cue carries information the image lacks
+
+
+@SCENARIOS.register("conflict")
+def _conflict() -> Scenario:
+    return Scenario(
+        name="conflict",
+        description="A cue means the opposite in the minority: in White patients (80%) it marks the healthy (10% of "
+                    "effusion positives, 50% of negatives), in Black patients (20%) the diseased (90% vs 10%); "
+                    "effusion is faint, and race is visible in the image, so a group-specific rule can be learned.",
+        attribute="race",
+        groups={"White": Group(share=0.8, shortcut=_cue(0.1, 0.5), visibility=_FAINT_EFFUSION),
+                "Black": Group(share=0.2, shortcut=_cue(0.9, 0.1), visibility=_FAINT_EFFUSION)})
+
+
+@SCENARIOS.register("conflict_hidden")
+def _conflict_hidden() -> Scenario:
+    base = _conflict()
+    return base.model_copy(update={
+        "name": "conflict_hidden", "demographics": 0.0,
+        "description": "Negative control: the same conflicting cue as in conflict, but race is not visible in the "
+                       "images (demographics 0), so no method can apply a group-specific rule at test time."})
+
+
+@SCENARIOS.register("spurious")
+def _spurious() -> Scenario:
+    return Scenario(
+        name="spurious",
+        description="A spurious cue: in White patients (80%) it accompanies 90% of effusions and 10% of the "
+                    "others; in Black patients (20%) it is absent. Effusion is faint, so pooled training leans on "
+                    "the cue and under-learns the image sign that the minority depends on.",
+        attribute="race",
+        groups={"White": Group(share=0.8, shortcut=_cue(0.9, 0.1), visibility=_FAINT_EFFUSION),
+                "Black": Group(share=0.2, visibility=_FAINT_EFFUSION)})
+
+
+@SCENARIOS.register("underrepresented")
+def _underrepresented() -> Scenario:
+    return Scenario(
+        name="underrepresented",
+        description="Under-representation: Black patients are 6% of the cohort and their effusion looks different "
+                    "(a laminar band instead of a basal meniscus), so pooled training sees too few of them to learn "
+                    "their presentation; nothing conflicts, there are just too few examples.",
+        attribute="race",
+        groups={"White": Group(share=0.94), "Black": Group(share=0.06, manifestation={"pleural_effusion": "laminar"})})
