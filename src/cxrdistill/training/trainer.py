@@ -104,6 +104,8 @@ class Trainer:
         self.best_epoch: int | None = None
         self.bad_epochs = 0
         self.stopped_early = False
+        self._writer = None  # the background thread that writes checkpoints (see _save)
+        self._pending: list = []
 
     # ------------------------------------------------------------------ set-up helpers
     def _pick_device(self):
@@ -262,11 +264,42 @@ class Trainer:
         torch.set_rng_state(state["torch_rng"])
 
     def _save(self) -> None:
+        """The epoch checkpoint and history: a copy of the state is taken now and written (atomically, fsynced) by a
+        background thread while the next epoch trains. A kill during the write leaves the previous epoch's
+        checkpoint in place, from which the resume is just as exact."""
         if not self.run_dir or not self.dist.is_main:
             return
-        save_state(self._state(), self.ckpt_path)
-        with atomic_open(self.run_dir / "history.json") as fh:
-            json.dump(self.history, fh, indent=1)
+        state, history = _snapshot(self._state()), json.dumps(self.history, indent=1)
+
+        def write() -> None:
+            save_state(state, self.ckpt_path)
+            with atomic_open(self.run_dir / "history.json") as fh:
+                fh.write(history)
+
+        self._write_later(write)
+
+    def _write_later(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` on the one writer thread (writes stay in order); an error of an earlier write is raised here."""
+        import concurrent.futures as cf
+
+        if self._writer is None:
+            self._writer = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="cxrdistill-ckpt")
+        for f in self._pending:
+            if f.done():
+                f.result()  # raises the error of a failed write
+        self._pending = [f for f in self._pending if not f.done()]
+        self._pending.append(self._writer.submit(fn))
+
+    def _flush_writes(self) -> None:
+        """Wait for every background write; raise the first error."""
+        pending, self._pending = self._pending, []
+        try:
+            for f in pending:
+                f.result()
+        finally:
+            if self._writer is not None:
+                self._writer.shutdown(wait=True)
+                self._writer = None
 
     # ------------------------------------------------------------------ the loop
     def fit(self) -> list[dict[str, Any]]:
@@ -275,24 +308,12 @@ class Trainer:
             self._load(load_state(self.ckpt_path))
             self.log(f"resumed from {self.ckpt_path} after epoch {self.epoch}")
         progress = _Progress(self.cfg.progress and self.dist.is_main)
-        with progress:
-            while self.epoch < self.cfg.epochs and not self.stopped_early:
-                e = self.epoch
-                t0 = time.perf_counter()
-                self.method.on_epoch_start(e, self)
-                train_logs = self._train_epoch(e, progress)
-                val_logs = self.validate()
-                self.method.on_epoch_end(e, self)
-                self.epoch = e + 1
-                row = {"epoch": self.epoch, **train_logs, **val_logs,
-                       "lr": self.optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - t0}
-                self._track_best(row)
-                self.history.append(row)
-                if self.cfg.schedule == "plateau" and self.method.monitor in row:
-                    self.scheduler.step(row[self.method.monitor])
-                self._save()
-                barrier(self.dist)
-                self.log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+        try:
+            with progress:
+                while self.epoch < self.cfg.epochs and not self.stopped_early:
+                    self._fit_epoch(progress)
+        finally:
+            self._flush_writes()  # every checkpoint is on disk before fit returns or raises
         if self.cfg.restore_best and self.run_dir and self.best_epoch is not None:
             best = self.run_dir / "best.safetensors"
             if best.exists():
@@ -304,6 +325,24 @@ class Trainer:
             save_weights(self.model.state_dict(), self.run_dir / "model.safetensors", self.weights_metadata)
         barrier(self.dist)
         return self.history
+
+    def _fit_epoch(self, progress) -> None:
+        e = self.epoch
+        t0 = time.perf_counter()
+        self.method.on_epoch_start(e, self)
+        train_logs = self._train_epoch(e, progress)
+        val_logs = self.validate()
+        self.method.on_epoch_end(e, self)
+        self.epoch = e + 1
+        row = {"epoch": self.epoch, **train_logs, **val_logs,
+               "lr": self.optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - t0}
+        self._track_best(row)
+        self.history.append(row)
+        if self.cfg.schedule == "plateau" and self.method.monitor in row:
+            self.scheduler.step(row[self.method.monitor])
+        self._save()
+        barrier(self.dist)
+        self.log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
 
     def _train_epoch(self, epoch: int, progress) -> dict[str, float]:
         import torch
@@ -377,7 +416,9 @@ class Trainer:
         if better:
             self.best, self.best_epoch, self.bad_epochs = v, self.epoch, 0
             if self.run_dir and self.dist.is_main:
-                save_weights(self.model.state_dict(), self.run_dir / "best.safetensors", self.weights_metadata)
+                sd, path, meta = _snapshot(self.model.state_dict()), self.run_dir / "best.safetensors", \
+                    self.weights_metadata
+                self._write_later(lambda: save_weights(sd, path, meta))
         else:
             self.bad_epochs += 1
             if self.cfg.early_stopping and self.bad_epochs >= self.cfg.early_stopping:
@@ -396,6 +437,19 @@ class Trainer:
                 outs.append(fn(self.model, b).float().cpu())
         self.model.train()
         return torch.cat(outs) if outs else torch.empty(0)
+
+
+def _snapshot(obj):
+    """A copy of a (nested) state whose tensors no longer change as training goes on."""
+    import torch
+
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().clone()
+    if isinstance(obj, dict):
+        return type(obj)((k, _snapshot(v)) for k, v in obj.items())
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_snapshot(v) for v in obj)
+    return obj
 
 
 def _chunk_bounds(n: int, batch_size: int, fold_singleton: bool = False) -> list[tuple[int, int]]:
