@@ -48,22 +48,31 @@ def best_layout_throughput(model, size: int, **kw) -> tuple[float, str]:
     return (nhwc, "channels_last") if nhwc > plain else (plain, "contiguous")
 
 
-def compare_speed(teacher, student, size: int, batch_size: int = 64, threads: int = 2, min_time: float = 1.0,
-                  repeats: int = 3) -> dict:
-    """Teacher vs student inference at the same resolution, batch size and thread count, in this process:
-    ``{teacher: {params, throughput_img_s, layout}, student: {...}, speedup}`` (each model in its faster memory
-    layout; best of ``repeats`` timings each, interleaved, so that load from other processes hits both alike)."""
+def compare_speed(teacher, student, size: int, batch_size: int = 64, threads: int = 1, min_time: float = 0.5,
+                  repeats: int = 7, layout_time: float = 0.3) -> dict:
+    """Teacher vs student inference at the same resolution, batch size and thread count, in this process.
+
+    Each model first gets its faster memory layout (a short timing of both); then ``repeats`` rounds each time the
+    teacher and then the student (interleaved, so load from other processes hits both alike). The speed-up is the
+    median of the rounds' ratios, so that one disturbed round cannot move it; each throughput is the median of its
+    rounds. Returns ``{teacher: {params, throughput_img_s, layout, rounds}, student: {...}, speedup,
+    speedup_rounds, image_size, batch_size, threads, repeats}``."""
+    import statistics
+
     from cxrdistill.models.network import count_params
 
-    kw = dict(batch_size=batch_size, threads=threads, min_time=min_time, repeats=1)
-    best = {"teacher": (0.0, ""), "student": (0.0, "")}
+    models = (("teacher", teacher), ("student", student))
+    kw = dict(batch_size=batch_size, threads=threads, warmup=1)
+    layout = {name: best_layout_throughput(m, size, min_time=layout_time, **kw)[1] for name, m in models}
+    rounds: dict[str, list[float]] = {"teacher": [], "student": []}
     for _ in range(max(1, repeats)):
-        for name, m in (("teacher", teacher), ("student", student)):
-            r = best_layout_throughput(m, size, **kw)
-            if r[0] > best[name][0]:
-                best[name] = r
-    out = {name: {"params": count_params(m), "throughput_img_s": best[name][0], "layout": best[name][1]}
-           for name, m in (("teacher", teacher), ("student", student))}
-    out["speedup"] = best["student"][0] / best["teacher"][0]
-    out.update(image_size=int(size), batch_size=int(batch_size), threads=int(threads))
+        for name, m in models:
+            rounds[name].append(inference_throughput(m, size, min_time=min_time,
+                                                     channels_last=layout[name] == "channels_last", **kw))
+    ratios = [s / t for s, t in zip(rounds["student"], rounds["teacher"])]
+    out = {name: {"params": count_params(m), "throughput_img_s": statistics.median(rounds[name]),
+                  "layout": layout[name], "rounds": [round(r, 1) for r in rounds[name]]} for name, m in models}
+    out["speedup"] = statistics.median(ratios)
+    out["speedup_rounds"] = [round(r, 3) for r in ratios]
+    out.update(image_size=int(size), batch_size=int(batch_size), threads=int(threads), repeats=len(ratios))
     return out
