@@ -1,4 +1,4 @@
-"""``cxrdistill fair`` and ``cxrdistill fair-seg``: compare fairness methods (ERM, resampling, GroupDRO, FIS, SWAD,
+"""``cxrdistill fair run`` and ``cxrdistill fair seg``: compare fairness methods (ERM, resampling, GroupDRO, FIS, SWAD,
 FairDi) over seeds, on frozen embeddings or images, and on segmentation masks. Thin: parse options, call
 ``cxrdistill.fairness``.
 
@@ -13,11 +13,9 @@ from typing import List, Optional
 
 import typer
 
+from cxrdistill.commands import _common as C
+
 _SET = typer.Option(None, "--set", help="override: train.lr=3e-4, fairdi.lam=0.9, head=linear (repeatable)")
-
-
-def _csv(values: Optional[List[str]]) -> list[str]:
-    return [t.strip() for v in (values or []) for t in v.split(",") if t.strip()]
 
 
 def _build_config(config: Optional[Path], methods: list[str], seeds: Optional[str], select: Optional[str],
@@ -38,11 +36,7 @@ def _build_config(config: Optional[Path], methods: list[str], seeds: Optional[st
     if methods:
         data["methods"] = list(dict.fromkeys(methods))
     if seeds:
-        try:
-            data["seeds"] = [int(s) for s in seeds.split(",") if s.strip()]
-        except ValueError:
-            raise InputError(f"--seeds {seeds!r} must be integers separated by commas", hint="e.g. --seeds 0,1,2") \
-                from None
+        data["seeds"] = C.parse_seeds(seeds)
     if select:
         data["select"] = select
     data["train"] = dict(data.get("train") or {})
@@ -81,13 +75,13 @@ def _build_config(config: Optional[Path], methods: list[str], seeds: Optional[st
 
 def fair(
     cohort: Path = typer.Option(..., "--cohort", help="cohort table (Parquet/CSV) with a split column"),
-    attribute: str = typer.Option(..., "--attribute", "-a", help="sensitive attribute column (sex, race, age, …)"),
+    attribute: List[str] = C.attribute_option(help=C.ATTRIBUTE_HELP[:-1] + ": one comparison each (OUT/ATTRIBUTE/)."),
     tasks: List[str] = typer.Option(..., "--tasks", help="label columns, comma-separated (repeatable)"),
-    out: Path = typer.Option(..., "--out", help="output directory"),
+    out: Path = C.out_option(),
     method: Optional[List[str]] = typer.Option(None, "--method", "-m",
                                                help="erm | resample | groupdro | fis | swad | fairdi (repeat) "
                                                     "[erm, fairdi]"),
-    seeds: Optional[str] = typer.Option(None, "--seeds", help="comma-separated seeds [0,1,2]"),
+    seeds: Optional[str] = C.seeds_option(help=C.SEEDS_HELP + " [0,1,2]"),
     embeddings: Optional[Path] = typer.Option(None, "--embeddings", help="embedding store (fast path: heads)"),
     images_root: Optional[Path] = typer.Option(None, "--images-root", help="train on images under this root"),
     size: int = typer.Option(64, "--size", min=8, help="image size in px (images only)"),
@@ -97,83 +91,102 @@ def fair(
     label_source: str = typer.Option("observed", "--label-source", help="observed | true (synthetic ground truth)"),
     select: Optional[str] = typer.Option(None, "--select", help="model selection: auc | worst | dto [auc]"),
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="epochs per training stage [10]"),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1),
-    lr: Optional[float] = typer.Option(None, "--lr"),
-    age_bins: Optional[str] = typer.Option(None, "--age-bins", help="age bin edges, e.g. 40,60,80"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="training batch size [64]"),
+    lr: Optional[float] = typer.Option(None, "--lr", help="learning rate [1e-3]"),
+    age_bins: Optional[str] = C.age_bins_option(),
     split_seed: int = typer.Option(0, "--split-seed", help="seed of the patient split when the cohort has none"),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="image cache root [$CXRDISTILL_CACHE]"),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
+    device: str = C.device_option(),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML run config (FairRunConfig keys)"),
     set_: Optional[List[str]] = _SET,
-    quiet: bool = typer.Option(False, "--quiet", help="no progress messages"),
+    quiet: bool = C.quiet_option(),
 ) -> None:
     """Compare fairness methods over seeds → OUT/fair_results.parquet, fair_table.csv/.md, fair.json, pareto.png."""
+    from cxrdistill.cohorts.validate import load_cohort
     from cxrdistill.errors import InputError
     from cxrdistill.fairness import data as D
     from cxrdistill.fairness.run import run_fair
 
     if (embeddings is None) == (images_root is None):
         raise InputError("give exactly one of --embeddings STORE or --images-root DIR")
-    cfg = _build_config(config, _csv(method), seeds, select,
+    cfg = _build_config(config, C.csv_list(method), seeds, select,
                         {"epochs": epochs, "batch_size": batch_size, "lr": lr}, set_,
                         {"head": head, "backbone": backbone})
-    bins = [float(x) for x in age_bins.split(",")] if age_bins else None
-    df = D.load_cohort(cohort)
+    bins = _age_bins(age_bins)
+    df = load_cohort(cohort, check="ids")
     common = dict(label_policy=label_policy, label_source=label_source, age_bins=bins, split_seed=split_seed,
                   cohort_path=cohort)
-    if embeddings is not None:
-        data = D.from_embeddings(df, embeddings, _csv(tasks), attribute, **common)
-    else:
-        data = D.from_images(df, images_root, size, _csv(tasks), attribute, cache_dir=cache_dir, **common)
     log = (lambda s: None) if quiet else (lambda s: typer.echo(s, err=True))
-    for n in data.notes:
-        log(f"note: {n}")
-    res = run_fair(data, cfg, out, device=device, log=log)
-    typer.echo((out / "fair_table.md").read_text(encoding="utf-8"))
-    typer.echo(f"wrote {out}/fair_results.parquet, fair_table.csv/.md, fair.json, pareto.png "
-               f"({len(res['tidy'])} result rows)")
+    attrs = list(dict.fromkeys(attribute))
+    rows = 0
+    for a in attrs:
+        dest = out / a if len(attrs) > 1 else out
+        if embeddings is not None:
+            data = D.from_embeddings(df, embeddings, C.csv_list(tasks), a, **common)
+        else:
+            data = D.from_images(df, images_root, size, C.csv_list(tasks), a, cache_dir=cache_dir, **common)
+        for n in data.notes:
+            log(f"note: {n}")
+        res = run_fair(data, cfg, dest, device=device, log=log)
+        rows += len(res["tidy"])
+        typer.echo((dest / "fair_table.md").read_text(encoding="utf-8"))
+        typer.echo(f"wrote {dest}/fair_results.parquet, fair_table.csv/.md, fair.json, pareto.png "
+                   f"({len(res['tidy'])} result rows)")
+    C.summary("fair run", out, attributes=attrs, methods=cfg.methods, seeds=cfg.seeds, result_rows=rows)
+
+
+def _age_bins(text: Optional[str]) -> Optional[list[float]]:
+    from cxrdistill.evaluation.resample import parse_bins
+
+    return parse_bins(text) if text else None
 
 
 def fair_seg(
     cohort: Path = typer.Option(..., "--cohort", help="cohort table with mask columns (synth_mask_lung, …)"),
     images_root: Path = typer.Option(..., "--images-root", help="root of the image and mask paths"),
-    attribute: str = typer.Option(..., "--attribute", "-a", help="sensitive attribute column"),
-    out: Path = typer.Option(..., "--out", help="output directory"),
+    attribute: List[str] = C.attribute_option(help=C.ATTRIBUTE_HELP[:-1] + ": one comparison each (OUT/ATTRIBUTE/)."),
+    out: Path = C.out_option(),
     structures: str = typer.Option("lung,heart", "--structures", help="mask structures, comma-separated"),
     method: Optional[List[str]] = typer.Option(None, "--method", "-m", help="fairness method (repeat) [erm, fairdi]"),
-    seeds: Optional[str] = typer.Option(None, "--seeds", help="comma-separated seeds [0,1,2]"),
+    seeds: Optional[str] = C.seeds_option(help=C.SEEDS_HELP + " [0,1,2]"),
     size: int = typer.Option(64, "--size", min=8, help="image size in px (multiple of 8)"),
     base: int = typer.Option(16, "--base", min=4, help="U-Net channels at the first level"),
     select: Optional[str] = typer.Option(None, "--select", help="model selection: auc (= overall Dice) | worst | dto"),
-    epochs: Optional[int] = typer.Option(None, "--epochs", min=1),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1),
-    lr: Optional[float] = typer.Option(None, "--lr"),
-    age_bins: Optional[str] = typer.Option(None, "--age-bins", help="age bin edges, e.g. 40,60,80"),
-    split_seed: int = typer.Option(0, "--split-seed"),
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="epochs per training stage [10]"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="training batch size [64]"),
+    lr: Optional[float] = typer.Option(None, "--lr", help="learning rate [1e-3]"),
+    age_bins: Optional[str] = C.age_bins_option(),
+    split_seed: int = typer.Option(0, "--split-seed", help="seed of the patient split when the cohort has none"),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="image cache root [$CXRDISTILL_CACHE]"),
-    device: str = typer.Option("auto", "--device"),
+    device: str = C.device_option(),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML run config (FairRunConfig keys)"),
     set_: Optional[List[str]] = _SET,
-    quiet: bool = typer.Option(False, "--quiet"),
+    quiet: bool = C.quiet_option(),
 ) -> None:
     """Segmentation (small U-Net) by fairness method: Dice per group, Dice gap, ES-Dice → OUT/seg_*."""
-    from cxrdistill.fairness import data as D
+    from cxrdistill.cohorts.validate import load_cohort
     from cxrdistill.fairness.segmentation import run_seg, seg_data_from_cohort
 
-    cfg = _build_config(config, _csv(method), seeds, select,
+    cfg = _build_config(config, C.csv_list(method), seeds, select,
                         {"epochs": epochs, "batch_size": batch_size, "lr": lr}, set_, {})
-    bins = [float(x) for x in age_bins.split(",")] if age_bins else None
-    df = D.load_cohort(cohort)
-    data = seg_data_from_cohort(df, images_root, size, attribute, _csv([structures]), cache_dir=cache_dir,
-                                age_bins=bins, split_seed=split_seed, cohort_path=cohort)
+    bins = _age_bins(age_bins)
+    df = load_cohort(cohort, check="ids")
     log = (lambda s: None) if quiet else (lambda s: typer.echo(s, err=True))
-    for n in data.notes:
-        log(f"note: {n}")
-    run_seg(data, cfg, out, base=base, device=device, log=log)
-    typer.echo((out / "seg_table.md").read_text(encoding="utf-8"))
-    typer.echo(f"wrote {out}/seg_results.parquet, seg_table.csv/.md, seg.json, seg_pareto.png")
+    attrs = list(dict.fromkeys(attribute))
+    for a in attrs:
+        dest = out / a if len(attrs) > 1 else out
+        data = seg_data_from_cohort(df, images_root, size, a, C.csv_list([structures]), cache_dir=cache_dir,
+                                    age_bins=bins, split_seed=split_seed, cohort_path=cohort)
+        for n in data.notes:
+            log(f"note: {n}")
+        run_seg(data, cfg, dest, base=base, device=device, log=log)
+        typer.echo((dest / "seg_table.md").read_text(encoding="utf-8"))
+        typer.echo(f"wrote {dest}/seg_results.parquet, seg_table.csv/.md, seg.json, seg_pareto.png")
+    C.summary("fair seg", out, attributes=attrs, methods=cfg.methods, seeds=cfg.seeds)
 
 
 def register(app: typer.Typer) -> None:
-    app.command("fair")(fair)
-    app.command("fair-seg")(fair_seg)
+    group = C.family(app, "fair")
+    group.command("run")(fair)
+    group.command("seg")(fair_seg)
+    app.command("fair-seg", hidden=True, help="Old spelling of 'fair seg'.")(fair_seg)

@@ -1,4 +1,4 @@
-"""``cxrdistill fair-distill-study``: can a student distilled from a biased black-box teacher be fairer than it?
+"""``cxrdistill fair distill-study``: can a student distilled from a biased black-box teacher be fairer than it?
 Thin: parse options, call :func:`cxrdistill.fairkd.experiment.run_study`.
 
 Settings: the defaults, then ``--config FILE`` (YAML, the keys of ``FairKDStudyConfig``), then options, then ``--set``
@@ -12,9 +12,7 @@ from typing import List, Optional
 
 import typer
 
-
-def _csv(values: Optional[List[str]]) -> list[str]:
-    return [t.strip() for v in (values or []) for t in v.split(",") if t.strip()]
+from cxrdistill.commands import _common as C
 
 
 def build_settings(config: Optional[Path], options: dict, sets: Optional[List[str]]) -> dict:
@@ -53,10 +51,10 @@ def build_settings(config: Optional[Path], options: dict, sets: Optional[List[st
 def fair_distill_study(
     scenario: Optional[List[str]] = typer.Option(None, "--scenario", help="synthetic scenario (repeatable) "
                                                  "[acquisition, shortcut, manifestation, mixed, underdiagnosis]"),
-    seeds: Optional[str] = typer.Option(None, "--seeds", help="student seeds, comma-separated [0,1,2]"),
+    seeds: Optional[str] = C.seeds_option(help="Student seeds, comma-separated, e.g. 0,1,2 [0,1,2]"),
     n: Optional[int] = typer.Option(None, "--n", min=60, help="images per scenario cohort [1500]"),
     size: Optional[int] = typer.Option(None, "--size", min=16, help="image side in px [48]"),
-    attribute: Optional[str] = typer.Option(None, "--attribute", help="sex | race | auto (the scenario's) [auto]"),
+    attribute: Optional[List[str]] = C.attribute_option(False, help="sex | race | auto (the scenario's) [auto]"),
     method: Optional[List[str]] = typer.Option(None, "--method", help="fair objective(s) besides plain KD "
                                                "[balanced, adversarial, fairdi, mmd]"),
     tasks: Optional[List[str]] = typer.Option(None, "--tasks", help="findings to score (comma-separated)"),
@@ -65,31 +63,25 @@ def fair_distill_study(
     student: Optional[str] = typer.Option(None, "--student",
                                           help="student backbone (timm name) [mobilenetv3_small_050]"),
     teacher: Optional[str] = typer.Option(None, "--teacher", help="teacher backbone (timm name) [resnet18]"),
-    out: Path = typer.Option(..., "--out", help="output directory (cached: a re-run reuses finished models)"),
+    out: Path = C.out_option(help="Output directory (cached: a re-run reuses finished models)."),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML with the study's settings"),
     set_: Optional[List[str]] = typer.Option(None, "--set", help="override: teacher.epochs=4, fairdi.lam=0.9, "
                                              "probe_l2=0.1 (repeatable)"),
     jobs: Optional[int] = typer.Option(None, "--jobs", min=1, help="scenarios run in parallel processes [1]"),
-    quiet: bool = typer.Option(False, "--quiet", help="no progress lines"),
+    device: Optional[str] = C.device_option(None, help=C.DEVICE_HELP + " [cpu]"),
+    quiet: bool = C.quiet_option(),
 ) -> None:
     """Teacher vs plain-KD vs fairness-aware students on synthetic planted-bias scenarios: AUC, worst-group AUC,
     gap, ES-AUC, feature-space KS tests and attribute probes against observed and true labels (writes
     OUT/fairkd_table.md, fairkd_results.parquet, fairkd.json, fairkd_tradeoff.png, report.html)."""
     import sys
 
-    from cxrdistill.errors import InputError
     from cxrdistill.fairkd.experiment import make_config, run_study
 
-    seed_list = None
-    if seeds:
-        try:
-            seed_list = [int(s) for s in seeds.split(",") if s.strip()]
-        except ValueError:
-            raise InputError(f"--seeds {seeds!r} must be integers separated by commas", hint="e.g. --seeds 0,1,2") \
-                from None
     data = build_settings(config, {
-        "scenarios": _csv(scenario), "seeds": seed_list, "n": n, "size": size, "attribute": attribute,
-        "methods": _csv(method), "tasks": _csv(tasks), "jobs": jobs,
+        "scenarios": C.csv_list(scenario), "seeds": C.parse_seeds(seeds), "n": n, "size": size,
+        "attribute": C.single_attribute(attribute, "fair distill-study"),
+        "methods": C.csv_list(method), "tasks": C.csv_list(tasks), "jobs": jobs, "device": device,
         "student": {k: v for k, v in {"epochs": epochs, "backbone": student}.items() if v is not None},
         "teacher": {k: v for k, v in {"epochs": teacher_epochs, "backbone": teacher}.items() if v is not None},
     }, set_)
@@ -101,7 +93,9 @@ def fair_distill_study(
 
     run_study(config=cfg, out=out, log=log)
     typer.echo((out / "fairkd_table.md").read_text(encoding="utf-8"))
+    C.summary("fair distill-study", out, scenarios=cfg.scenarios, methods=cfg.methods, seeds=cfg.seeds)
 
 
 def register(app: typer.Typer) -> None:
-    app.command("fair-distill-study")(fair_distill_study)
+    C.family(app, "fair").command("distill-study")(fair_distill_study)
+    app.command("fair-distill-study", hidden=True, help="Old spelling of 'fair distill-study'.")(fair_distill_study)
