@@ -42,24 +42,16 @@ CHEXPERT_ID = r"^(?:[^/]+/)*patient\d+/study\d+/[^/]+$"  # an id that a CheXpert
 def read_like(path: str | os.PathLike) -> pd.DataFrame:
     """The cohort table to imitate: a cohort Parquet (``cohort import …``) or a CheXpert-style CSV (read with the
     CheXpert reader, so it gets the same ids as ``cohort import chexpert``)."""
-    from cxrdistill.storage.io import read_table
-
     p = Path(path)
     name = p.name.lower()
     if name.endswith((".parquet", ".pq")):
-        df = read_table(p)
-        for col in ("image_id", "patient_id"):
-            if col not in df.columns:
-                raise InputError("not a cohort table: no such column", path=p, column=col,
-                                 hint="give a cohort Parquet from `cxrdistill cohort import`, or a CheXpert csv")
-        df = df.copy()
-        df["image_id"] = df["image_id"].astype(str)
-        dup = df["image_id"].duplicated()
-        if dup.any():
-            raise InputError(f"image_id {df['image_id'][dup].iloc[0]!r} appears more than once", path=p,
-                             column="image_id", row=int(np.flatnonzero(dup.to_numpy())[0]) + 1,
-                             hint="one row per image")
-        return df.reset_index(drop=True)
+        from cxrdistill.cohorts.validate import load_cohort
+
+        df = load_cohort(p, check="ids")
+        if "patient_id" not in df.columns:
+            raise InputError("not a cohort table: no such column", path=p, column="patient_id",
+                             hint="give a cohort Parquet from `cxrdistill cohort import`, or a CheXpert csv")
+        return df
     if name.endswith((".csv", ".csv.gz")):
         from cxrdistill.cohorts.readers import READERS
 
