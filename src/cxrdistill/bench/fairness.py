@@ -1,4 +1,5 @@
-"""Fairness benchmark and validation (issue 6): on the synthetic ``manifestation`` scenario — a Black minority (20%)
+"""Fairness benchmark with known answers (``known_answer_benchmark``, what ``make bench`` runs) and the earlier
+manifestation validation (``manifestation_validation``): on the synthetic ``manifestation`` scenario — a Black minority (20%)
 whose pleural effusion and consolidation look different — does FairDi beat ERM on AUC gap and worst-group AUC?
 
 The setting mirrors the toolkit's premise: a frozen "foundation model" (the default synthetic teacher, pretrained on
@@ -39,7 +40,7 @@ def manifestation_validation(out: str | Path | None = None, *, quick: bool = Fal
     from cxrdistill.fairness.data import from_arrays
     from cxrdistill.fairness.run import FairRunConfig, run_fair
     from cxrdistill.teachers.local import torch_teacher
-    from cxrdistill.teachers.pretrain import PretrainConfig, pretrain_teacher
+    from cxrdistill.teachers.pretrain import TeacherPretrainConfig, pretrain_teacher
 
     if quick:
         n, size, epochs, n_pretrain, pretrain_epochs, seeds = 300, 32, 3, 200, 1, (0, 1)
@@ -51,7 +52,7 @@ def manifestation_validation(out: str | Path | None = None, *, quick: bool = Fal
     teacher = out / "teacher.safetensors"
     t0 = time.perf_counter()
     if not teacher.exists():
-        pcfg = PretrainConfig(n=n_pretrain, size=size, epochs=pretrain_epochs, backbone="resnet18",
+        pcfg = TeacherPretrainConfig(n=n_pretrain, size=size, epochs=pretrain_epochs, backbone="resnet18",
                               workers=2, seed=1234)
         pretrain_teacher(teacher, pcfg, progress=False, log=log)
     times["teacher_pretrain_s"] = time.perf_counter() - t0
@@ -84,23 +85,266 @@ def manifestation_validation(out: str | Path | None = None, *, quick: bool = Fal
             "seconds": {m: float(np.mean(v)) for m, v in secs.items()}, "table": res["table"]}
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# The benchmark with known answers: one row per method × scenario, over fresh cohorts, with pre-checks.
+# scenario → (the method expected to help there, or None for a negative control)
+SCENARIOS = {"conflict": "fairdi", "spurious": "groupdro", "underrepresented": "resample",
+             "conflict_hidden": None, "none": None}
+# label → (registered method, its parameters); "fairdi_mean" is the labelled ensembling variant
+VARIANTS = {"erm": ("erm", {}), "resample": ("resample", {}), "groupdro": ("groupdro", {}),
+            "fairdi": ("fairdi", {}), "fairdi_mean": ("fairdi", {"assignment": "mean"})}
+TASK = "pleural_effusion"
+
+
+def _teacher(out: Path, n: int, size: int, epochs: int, log) -> Path:
+    from cxrdistill.teachers.pretrain import TeacherPretrainConfig, pretrain_teacher
+
+    path = out / f"teacher_{n}_{size}_{epochs}.safetensors"
+    if not path.exists():
+        pretrain_teacher(path, TeacherPretrainConfig(n=n, size=size, epochs=epochs, backbone="resnet18", workers=2,
+                                              seed=1234), progress=False, log=log)
+    return path
+
+
+def _balanced(sc):
+    """The scenario with equal group shares: the test cohort, so every group has enough test images."""
+    k = len(sc.groups)
+    return sc.model_copy(update={"groups": {g: v.model_copy(update={"share": 1.0 / k}) for g, v in sc.groups.items()}})
+
+
+def _cohort(out: Path, teacher: Path, scenario: str, rep: int, n_train: int, n_test: int, size: int):
+    """(meta, embeddings) of one repetition: a fresh training cohort (train/val by patient) and a fresh test cohort
+    with equal group shares, both drawn from the scenario; cached as npz + parquet."""
+    import pandas as pd
+
+    from cxrdistill import synth
+    from cxrdistill.synth.scenario import load_scenario
+    from cxrdistill.teachers.local import torch_teacher
+
+    stem = out / "cohorts" / f"{scenario}_r{rep}_{n_train}_{n_test}_{size}"
+    if stem.with_suffix(".npz").exists() and stem.with_suffix(".parquet").exists():
+        with np.load(stem.with_suffix(".npz"), allow_pickle=False) as z:
+            return pd.read_parquet(stem.with_suffix(".parquet")), z["x"]
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    sc = load_scenario(scenario)
+    tt = torch_teacher(str(teacher))
+    parts, xs = [], []
+    for kind, n, s_ in (("train", n_train, sc), ("test", n_test, _balanced(sc))):
+        images, meta = synth.render_batch(n, size, seed=10_000 + 100 * rep + (kind == "test"), scenario=s_,
+                                          workers=2)
+        meta["patient_id"] = f"{kind}-" + meta["patient_id"].astype(str)
+        meta["image_id"] = f"{kind}-" + meta["image_id"].astype(str)
+        if kind == "train":
+            rng = np.random.default_rng([rep, 77])
+            pats = meta["patient_id"].unique()
+            val = set(pats[rng.random(len(pats)) < 0.15])
+            meta["split"] = np.where(meta["patient_id"].isin(val), "val", "train")
+        else:
+            meta["split"] = "test"
+        parts.append(meta)
+        xs.append(np.asarray(tt.embed(images), dtype=np.float32))
+    meta, x = pd.concat(parts, ignore_index=True), np.concatenate(xs)
+    np.savez(stem.with_suffix(".npz"), x=x)
+    meta.to_parquet(stem.with_suffix(".parquet"))
+    return meta, x
+
+
+def _fit_predict(data, method: str, params: dict, seed: int, train: dict, train_idx=None, val_idx=None,
+                 hidden: int = 256) -> np.ndarray:
+    """Train one head (a fairness method) on the frozen embeddings and return its test probabilities."""
+    import tempfile
+
+    import torch
+
+    from cxrdistill.fairness import FAIR_METHODS
+    from cxrdistill.fairness.base import predict_logits, subset_dataset
+    from cxrdistill.fairness.run import make_head
+    from cxrdistill.training.trainer import TrainConfig
+
+    tr = data.train if train_idx is None else subset_dataset(data.train, train_idx)
+    va = data.val if val_idx is None else subset_dataset(data.val, val_idx)
+    torch.manual_seed(seed)
+    model = make_head("mlp", data.input_shape[0], len(data.tasks), hidden, 0.1)
+    m = FAIR_METHODS.create(method, select="auc", **params)
+    with tempfile.TemporaryDirectory() as td:
+        res = m.fit(model, tr, va, TrainConfig(**{"progress": False, "device": "cpu", **train, "seed": seed}),
+                    run_dir=Path(td), log=lambda s: None)
+    return torch.sigmoid(predict_logits(res.model, data.test)).numpy()[:, 0].astype(float)
+
+
+def _repetition(meta, x, attribute: str, rep: int, variants: dict, train: dict, probe: bool = True):
+    from cxrdistill.evaluation.probes import probe_attribute
+    from cxrdistill.fairness.benchmark import Repetition
+    from cxrdistill.fairness.data import from_arrays
+
+    data = from_arrays(meta, x, [TASK], attribute, label_source="true")
+    tm = data.test_meta
+    groups = tm["_group"].to_numpy(dtype=object)
+    y = data.y_eval["true"][:, 0]
+    g_tr = data.train.arrays["g"].numpy()
+    g_va = data.val.arrays["g"].numpy()
+    shares = np.bincount(g_tr, minlength=len(data.group_names))
+    minority = int(np.argmin(shares))
+    scores = {lab: _fit_predict(data, m, p, rep, train) for lab, (m, p) in variants.items()}
+    # pre-check models: a minority-only ERM, and ERM given the group as an input (one-hot appended)
+    scores["specialist"] = _fit_predict(data, "erm", {}, rep, train, np.flatnonzero(g_tr == minority),
+                                        np.flatnonzero(g_va == minority))
+    onehot = (meta[attribute].to_numpy()[:, None] == np.array(data.group_names)[None]).astype(np.float32)
+    data_g = from_arrays(meta, np.concatenate([x, onehot], 1), [TASK], attribute, label_source="true")
+    scores["erm_with_group"] = _fit_predict(data_g, "erm", {}, rep, train)
+    probe_auc = None
+    if probe:
+        te = (meta["split"] == "test").to_numpy()
+        probe_auc = probe_attribute(x[te], meta.loc[te, attribute], groups=meta.loc[te, "patient_id"].to_numpy(),
+                                    n_boot=0, repeats=1, name=attribute)["auc"]
+    te_meta = meta[meta["split"] == "test"]
+    if "image_id" in tm.columns:
+        assert list(tm["image_id"]) == list(te_meta["image_id"]), "test rows out of order"
+    return Repetition(y=y, groups=groups, patients=te_meta["patient_id"].to_numpy(), scores=scores,
+                      probe_auc=probe_auc,
+                      extra={"group_names": data.group_names, "minority": data.group_names[minority],
+                             "n_test": {g: int((groups == g).sum()) for g in data.group_names},
+                             "n_train": {g: int(c) for g, c in zip(data.group_names, shares)}})
+
+
+def known_answer_benchmark(out: str | Path | None = None, *, quick: bool = False, scenarios=tuple(SCENARIOS),
+                           reps: int = 5, n_train: int = 1600, n_test: int = 800, size: int = 64,
+                           epochs: int = 20, n_pretrain: int = 2000, pretrain_epochs: int = 3, n_boot: int = 500,
+                           variants: dict | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Every scenario × repetition → pre-checks, per-method statistics against ERM, and verdicts (a dict)."""
+    import torch
+
+    from cxrdistill.fairness.benchmark import prechecks, summarize
+    from cxrdistill.synth.scenario import load_scenario
+
+    if quick:
+        reps, n_train, n_test, size, epochs, n_pretrain, pretrain_epochs, n_boot = 2, 300, 200, 32, 3, 200, 1, 50
+    variants = variants or VARIANTS
+    out = Path(out) if out else _cache_dir() / ("known-quick" if quick else "known")
+    out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "2"))))
+    teacher = _teacher(out, n_pretrain, size, pretrain_epochs, log)
+    train = {"epochs": epochs, "batch_size": 64, "lr": 1e-3, "weight_decay": 1e-4}
+    result: dict[str, Any] = {"settings": {"reps": reps, "n_train": n_train, "n_test": n_test, "size": size,
+                                           "epochs": epochs, "n_boot": n_boot, "task": TASK}, "scenarios": {}}
+    for name in scenarios:
+        sc = load_scenario(name)
+        rep_list = []
+        for r in range(reps):
+            t0 = time.perf_counter()
+            meta, x = _cohort(out, teacher, name, r, n_train, n_test, size)
+            rep_list.append(_repetition(meta, x, sc.attribute, r, variants, train))
+            log(f"[bench fairness] {name} repetition {r + 1}/{reps}: {time.perf_counter() - t0:.0f} s")
+        gn = rep_list[0].extra["group_names"]
+        minority = rep_list[0].extra["minority"]
+        summ = summarize(rep_list, gn, n_boot=n_boot)
+        pre = prechecks(summ, minority, [r.probe_auc for r in rep_list])
+        result["scenarios"][name] = {
+            "attribute": sc.attribute, "groups": gn, "minority": minority, "expected": SCENARIOS.get(name),
+            "n_test": {g: sum(r.extra["n_test"][g] for r in rep_list) for g in gn},
+            "n_train_per_rep": rep_list[0].extra["n_train"], "prechecks": pre, "summary": summ,
+            "verdicts": verdicts(summ, minority, pre, SCENARIOS.get(name), list(variants))}
+    from cxrdistill.storage.io import clean_json, write_json
+
+    write_json(clean_json(result), out / "known_answer.json")
+    return result
+
+
+def verdicts(summ: dict, minority: str, pre: dict, expected: str | None, labels: list[str]) -> dict[str, str]:
+    """One sentence per method: what it did against ERM, read against the scenario's known answer."""
+    out = {}
+    mkey = f"auc[{minority}]"
+    for lab in labels:
+        if lab == "erm" or lab not in summ:
+            continue
+        m, g = summ[lab].get(mkey, {}), summ[lab].get("gap_max_min", {})
+        dm, dg = m.get("delta"), g.get("delta")
+        if dm is None:
+            continue
+        if expected is None:
+            within = all(abs(v) <= 0.01 for v in (dm, dg) if v is not None)
+            out[lab] = ("negative control: within ±0.01 of ERM" if within
+                        else f"negative control: moved {minority} AUC by {dm:+.3f} (should stay within ±0.01)")
+            continue
+        helped = m.get("delta_excludes_0") and dm > 0
+        premise = (lab.startswith("fairdi") and not (pre["P1"]["passed"] and pre["P2"]["passed"]))
+        if premise:
+            out[lab] = "pre-checks P1/P2 failed: no claim about a group-specific method here"
+        elif helped:
+            out[lab] = f"beats ERM on {minority} ({dm:+.3f})" + (" — its expected scenario" if lab == expected else "")
+        else:
+            out[lab] = f"no significant change on {minority} ({dm:+.3f})" + (
+                " — expected to help here" if lab == expected else "")
+    return out
+
+
+def _fmt_ci(row: dict, key: str = "delta") -> str:
+    v = row.get(key)
+    lo, hi = row.get(f"{key}_ci" if key == "delta" else "ci", (None, None))
+    if v is None:
+        return ""
+    return f"{v:+.3f} [{lo:+.3f}, {hi:+.3f}]" if lo is not None else f"{v:+.3f}"
+
+
 def run(quick: bool = False) -> list[dict]:
-    """ERM, GroupDRO and FairDi over 3 seeds (≈ 2 CPU minutes once the teacher is cached; the first run pretrains it,
-    ≈ 8 minutes). The documented validation used all six methods and 5 seeds: ``manifestation_validation()``."""
-    r = manifestation_validation(quick=quick, log=lambda s: None, seeds=(0, 1, 2),
-                                 methods=["erm", "groupdro", "fairdi"])
-    js, rows = r["json"], []
-    erm_s = r["seconds"].get("erm", float("nan"))
-    for m, v in js.items():
-        vs = v.get("vs_erm", {})
-        true = v.get("true_labels", {})
-        note = ", ".join(f"Δ{k} {vs[k]['delta']:+.3f} (p={vs[k]['p']:.3g})" for k in ("auc_gap", "worst_group_auc")
-                         if k in vs and vs[k]["p"] is not None)
-        rows.append({"name": f"manifestation: {m} AUC gap (race, observed labels)", "value": v["auc_gap"],
-                     "unit": "AUC", "goal": "< ERM's" if m != "erm" else "", "note": note})
-        rows.append({"name": f"manifestation: {m} worst-group AUC", "value": v["worst_group_auc"], "unit": "AUC",
-                     "goal": "> ERM's" if m != "erm" else "",
-                     "note": f"overall AUC {v['auc']:.3f}; true labels: gap {true.get('auc_gap', float('nan')):.3f}"})
-        rows.append({"name": f"manifestation: {m} training time / ERM's", "value": r["seconds"][m] / erm_s,
-                     "unit": "×", "goal": "", "note": f"{r['seconds'][m]:.1f} s per seed"})
+    """One row per method × scenario: minority AUC and gap against ERM with 95% intervals, plus the pre-checks."""
+    r = known_answer_benchmark(quick=quick, log=lambda s: None)
+    rows = []
+    for name, sc in r["scenarios"].items():
+        pre = sc["prechecks"]
+        rows.append({"name": f"{name}: pre-checks", "value": None, "unit": "",
+                     "goal": "P1, P2, P3 pass" if sc["expected"] == "fairdi" else "",
+                     "note": "; ".join(f"{k} {'pass' if v['passed'] else 'FAIL'} ({v['value']:.3f})"
+                                       if v["value"] is not None else f"{k} n/a" for k, v in pre.items())
+                             + f"; {sc['minority']} test images {sc['n_test'][sc['minority']]}"})
+        for lab, v in sc["summary"].items():
+            if lab.startswith("_") or lab in ("specialist", "erm_with_group"):
+                continue
+            mk = v.get(f"auc[{sc['minority']}]", {})
+            gap = v.get("gap_max_min", {})
+            if lab == "erm":
+                rows.append({"name": f"{name}: erm", "value": mk.get("mean"), "unit": f"AUC {sc['minority']}",
+                             "goal": "", "note": f"gap {gap.get('mean', float('nan')):.3f}"})
+                continue
+            rows.append({"name": f"{name}: {lab}", "value": mk.get("delta"), "unit": f"Δ AUC {sc['minority']}",
+                         "goal": ("> 0" if sc["expected"] and lab.startswith(sc["expected"]) else
+                                  "within ±0.01" if sc["expected"] is None else ""),
+                         "note": f"Δ {sc['minority']} {_fmt_ci(mk)}; Δ gap {_fmt_ci(gap)}; "
+                                 f"{sc['verdicts'].get(lab, '')}"})
     return rows
+
+
+# FairDi settings compared on ``conflict`` (docs/fairness.md, "FairDi defaults"): label → FairDi parameters
+ABLATION = {
+    "default (own, backbone frozen, λ 0.95, τ 1.5)": {},
+    "teachers fully fine-tuned": {"teacher_freeze": "none"},
+    "teachers fully fine-tuned, λ 0.5": {"teacher_freeze": "none", "lam": 0.5},
+    "teachers fully fine-tuned, τ 4": {"teacher_freeze": "none", "tau": 4.0},
+    "teachers fully fine-tuned, plain CE (no FIS)": {"teacher_freeze": "none", "student_fis": False,
+                                                     "pretrain_loss": "erm"},
+    "mean assignment (variant)": {"assignment": "mean"},
+    "mean assignment, teachers fully fine-tuned": {"assignment": "mean", "teacher_freeze": "none"},
+}
+
+
+def fairdi_ablation(out: str | Path | None = None, *, reps: int = 5, scenario: str = "conflict",
+                    log: Callable[[str], None] = print, **kw) -> dict[str, Any]:
+    """FairDi's settings on the cohorts of ``known_answer_benchmark`` (same sizes; cohorts are reused when cached):
+    Δ minority AUC, Δ majority AUC and Δ gap against ERM per setting, over ``reps`` fresh cohorts."""
+    from cxrdistill.fairness.benchmark import summarize
+    from cxrdistill.synth.scenario import load_scenario
+
+    variants = {"erm": ("erm", {})}
+    variants.update({lab: ("fairdi", p) for lab, p in ABLATION.items()})
+    n_train, n_test, size = kw.get("n_train", 1600), kw.get("n_test", 800), kw.get("size", 64)
+    out = Path(out) if out else _cache_dir() / "known"
+    teacher = _teacher(out, kw.get("n_pretrain", 2000), size, kw.get("pretrain_epochs", 3), log)
+    train = {"epochs": kw.get("epochs", 20), "batch_size": 64, "lr": 1e-3, "weight_decay": 1e-4}
+    sc = load_scenario(scenario)
+    reps_ = []
+    for r in range(reps):
+        meta, x = _cohort(out, teacher, scenario, r, n_train, n_test, size)
+        reps_.append(_repetition(meta, x, sc.attribute, r, variants, train, probe=False))
+        log(f"[ablation] repetition {r + 1}/{reps}")
+    gn, minority = reps_[0].extra["group_names"], reps_[0].extra["minority"]
+    return {"summary": summarize(reps_, gn, n_boot=kw.get("n_boot", 500)), "groups": gn, "minority": minority}

@@ -14,7 +14,6 @@ A (method, seed) whose ``result.json`` matches the current data and settings is 
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import time
@@ -26,6 +25,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from cxrdistill.errors import CxrError
+from cxrdistill.storage.io import stable_hash
 
 HEADS = ("linear", "mlp")
 
@@ -46,6 +46,8 @@ class FairRunConfig(BaseModel):
     dropout: float = Field(0.1, ge=0, lt=1)
     backbone: str = "resnet10t"
     baseline: str = "erm"
+    prechecks: bool = Field(False, description="also train the pre-check models (a minority-only ERM, ERM given "
+                            "the group) and probe the attribute: P1/P2/P3 in fair.json and fair_table.md")
 
 
 def make_head(kind: str, in_dim: int, n_out: int, hidden: int = 256, dropout: float = 0.1):
@@ -70,10 +72,6 @@ def model_factory(data, cfg: FairRunConfig) -> Callable[[], Any]:
     return lambda: CxrNet(cfg.backbone, in_chans=1, num_classes=k)
 
 
-def _hash(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
 def predictions_table(data, probs: np.ndarray) -> pd.DataFrame:
     """The shared predictions-table format: image_id, attributes, y_T (label source), p_T, ytrue_T when known."""
     df = data.test_meta.drop(columns=["_group"]).copy()
@@ -92,7 +90,7 @@ def run_one(data, method: str, seed: int, cfg: FairRunConfig, out: Path, *, devi
     """Train one (method, seed) (or reuse its finished result) → (test probabilities, result info)."""
     import torch
 
-    from cxrdistill.fairness import FAIR_METHODS
+    from cxrdistill.fairness.base import FAIR_METHODS
     from cxrdistill.fairness.base import predict_logits
     from cxrdistill.storage.io import write_json, write_parquet
     from cxrdistill.storage.checkpoint import save_weights
@@ -100,7 +98,7 @@ def run_one(data, method: str, seed: int, cfg: FairRunConfig, out: Path, *, devi
 
     params = cfg.method_params.get(method, {})
     tcfg = TrainConfig(**{"progress": progress, "device": device, **cfg.train, "seed": int(seed)})
-    key = _hash({"data": data.fingerprint, "method": method, "params": params, "train": tcfg.model_dump(),
+    key = stable_hash({"data": data.fingerprint, "method": method, "params": params, "train": tcfg.model_dump(),
                  "select": cfg.select, "head": [cfg.head, cfg.hidden, cfg.dropout, cfg.backbone]})
     rd = out / "runs" / method / f"seed{seed}"
     pred_path = out / "predictions" / f"{method}_seed{seed}.parquet"
@@ -140,7 +138,7 @@ def run_one(data, method: str, seed: int, cfg: FairRunConfig, out: Path, *, devi
 def run_fair(data, cfg: FairRunConfig, out: str | Path, *, device: str = "auto", progress: bool = False,
              log: Callable[[str], None] = print) -> dict[str, Any]:
     """Every (seed, method) → the tidy table and the comparison files in ``out``. Returns {tidy, table, json}."""
-    from cxrdistill.fairness import FAIR_METHODS
+    from cxrdistill.fairness.base import FAIR_METHODS
     from cxrdistill.fairness.metrics import tidy_rows
     from cxrdistill.fairness.report import markdown_table, pareto_plot, per_seed, summarize
     from cxrdistill.storage.io import atomic_open, clean_json, write_json, write_parquet, write_table
@@ -181,6 +179,12 @@ def run_fair(data, cfg: FairRunConfig, out: str | Path, *, device: str = "auto",
     md.append(f"\nTasks: {', '.join(data.tasks)}. Per seed each metric is the mean over tasks; mean ± std over "
               f"seeds {', '.join(map(str, cfg.seeds))}. Test against {cfg.baseline}: {TEST_NOTE}. Model selection: "
               f"{cfg.select}.\n")
+    if cfg.prechecks:
+        pre = run_prechecks(data, cfg, out, device=device, log=log)
+        js["_prechecks"] = pre
+        from cxrdistill.fairness.benchmark import precheck_report
+
+        md.insert(0, precheck_report(pre) + "\n")
     with atomic_open(out / "fair_table.md", encoding="utf-8") as fh:
         fh.write("\n".join(md))
     write_json(clean_json(js), out / "fair.json")
@@ -193,3 +197,55 @@ def run_fair(data, cfg: FairRunConfig, out: str | Path, *, device: str = "auto",
 
 
 TEST_NOTE = "two-sided paired t-test across seeds (scipy.stats.ttest_rel)"
+
+
+def run_prechecks(data, cfg: FairRunConfig, out: Path, *, device: str = "auto",
+                  log: Callable[[str], None] = print) -> dict[str, Any]:
+    """P1/P2/P3 (``fairness.benchmark``) on this comparison's data: per seed a minority-only ERM and ERM given the
+    group, scored with ERM's predictions on the same test set; the attribute probe on the test embeddings."""
+    import torch
+
+    from cxrdistill.evaluation.probes import probe_attribute
+    from cxrdistill.fairness.base import FAIR_METHODS, dataset_groups, predict_logits, subset_dataset
+    from cxrdistill.fairness.benchmark import Repetition, prechecks, summarize, with_group_input
+    from cxrdistill.training.trainer import TrainConfig
+
+    if data.kind != "embeddings":
+        raise CxrError("pre-checks need an embeddings comparison (they train extra heads and probe the attribute)")
+    g_tr, g_va = dataset_groups(data.train), dataset_groups(data.val)
+    counts = np.bincount(g_tr, minlength=len(data.group_names))
+    minority = int(np.argmin(counts))
+    k = len(data.group_names)
+    groups = data.test_meta["_group"].to_numpy(dtype=object)
+    patients = (data.test_meta["patient_id"].to_numpy() if "patient_id" in data.test_meta.columns
+                else np.arange(len(groups)))
+    y_all = data.y_eval["true" if "true" in data.y_eval else data.label_source]
+    reps = []
+    for seed in cfg.seeds:
+        def fit(train, val, test, in_dim):
+            tcfg = TrainConfig(**{"progress": False, "device": device, **cfg.train, "seed": int(seed)})
+            torch.manual_seed(int(seed))
+            model = make_head(cfg.head, in_dim, len(data.tasks), cfg.hidden, cfg.dropout)
+            rd = out / "prechecks" / f"seed{seed}" / f"m{in_dim}_{len(train)}"
+            res = FAIR_METHODS.create("erm", select=cfg.select).fit(model, train, val, tcfg, run_dir=rd,
+                                                                    log=lambda s: None)
+            return torch.sigmoid(predict_logits(res.model, test)).numpy()
+        erm = pd.read_parquet(out / "predictions" / f"{cfg.baseline}_seed{seed}.parquet")
+        p_erm = erm[[f"p_{t}" for t in data.tasks]].to_numpy(dtype=float)
+        spec = fit(subset_dataset(data.train, np.flatnonzero(g_tr == minority)),
+                   subset_dataset(data.val, np.flatnonzero(g_va == minority)), data.test, data.input_shape[0])
+        withg = fit(with_group_input(data.train, k), with_group_input(data.val, k), with_group_input(data.test, k),
+                    data.input_shape[0] + k)
+        for t in range(len(data.tasks)):  # one repetition per (seed, task): the checks pool the tasks
+            y = y_all[:, t]
+            ok = np.isfinite(y)
+            reps.append(Repetition(y=y[ok], groups=groups[ok], patients=patients[ok],
+                                   scores={cfg.baseline: p_erm[ok, t], "specialist": spec[ok, t],
+                                           "erm_with_group": withg[ok, t]}))
+        log(f"[fair] pre-checks seed {seed}: done")
+    summ = summarize(reps, data.group_names, baseline=cfg.baseline, n_boot=500, between_reps=False)
+    x_test = data.test.arrays["x"].numpy()
+    probe = probe_attribute(x_test, pd.Series(groups), groups=patients, n_boot=0, repeats=1,
+                            name=data.attribute)["auc"]
+    pre = prechecks(summ, data.group_names[minority], [probe])
+    return {"minority": data.group_names[minority], **pre}
