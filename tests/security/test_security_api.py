@@ -147,6 +147,73 @@ def test_server_receives_pixels_only(server, identifying_cohort, tmp_path, capsy
     assert received == 6  # every image, once, as pixels
 
 
+def test_vertex_and_kserve_routes_same_auth_and_pixels_only(server, identifying_cohort, tmp_path, capsys,
+                                                            monkeypatch):
+    """CXR Foundation's signature (/predict, /health) and the Open Inference Protocol (/v2) on the same server: the
+    same bearer token (health checks excepted), per-instance errors for unusable instances, pixels only received."""
+    import base64
+    import json
+
+    import httpx
+    from PIL import Image
+
+    table, root = identifying_cohort
+    url = server["url"]
+    monkeypatch.setenv("CXR_SEC_TOKEN", TOKEN)
+    name = "timm-resnet10t"
+    for path in ("/health", "/v2/health/ready"):
+        assert httpx.get(url + path).status_code == 200
+    for headers in ({}, {"Authorization": f"Bearer {WRONG}"}):
+        r = httpx.post(url + "/predict", json={"instances": []}, headers=headers)
+        assert r.status_code == 401 and r.json()["error"]["status"] == "UNAUTHENTICATED"
+        for method, path in (("GET", f"/v2/models/{name}"), ("POST", f"/v2/models/{name}/infer")):
+            r = httpx.request(method, url + path, headers=headers)
+            assert r.status_code == 401 and "bearer token" in r.json()["error"] and WRONG not in r.text
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    dcm = next(root.rglob("*.dcm")).read_bytes()
+    png = (root / "smithjane/confidential_smithjane_0.png").read_bytes()
+    instances = [{"input_bytes": base64.b64encode(dcm).decode()}, {"input_bytes": "not base64!"},
+                 {"input_bytes": base64.b64encode(b"not an image").decode()}, {"gcs_uri": "gs://bucket/x.png"},
+                 {"input_bytes": base64.b64encode(png).decode()}]
+    r = httpx.post(url + "/predict", json={"instances": instances}, headers=auth)
+    preds = r.json()["predictions"]
+    assert r.status_code == 200 and len(preds) == 5
+    assert np.asarray(preds[0]["general_img_emb"]).shape == (1, 512) and "general_img_emb" in preds[4]
+    for k, why in ((1, "not valid base64"), (2, "not a readable image"), (3, "'input_bytes' only")):
+        assert why in preds[k]["error"]["description"], preds[k]
+    assert TOKEN not in r.text and "PID-SECRET" not in r.text
+
+    # the client through both routes: every request body holds base64 PNGs (or a pixel tensor) and nothing else
+    before = set(server["log_dir"].glob("*.body"))
+    for spec in (f"vertex:{url}/predict", f"kserve:{url}/v2/models/{name}"):
+        code, out, err = _run(["embed", "--teacher", spec, "--token-env", "CXR_SEC_TOKEN", "--cohort", str(table),
+                               "--images-root", str(root), "--out", str(tmp_path / spec[:6]), "--size", str(SIZE),
+                               "--no-progress"], capsys)
+        assert code == 0, err
+        assert TOKEN not in out + err
+    bodies = sorted(set(server["log_dir"].glob("*.body")) - before)
+    assert len(bodies) == 2
+    received = 0
+    for body in bodies:
+        data = body.read_bytes()
+        for s in SECRETS + [str(root), table.name]:
+            assert s.lower().encode() not in data.lower(), f"{s!r} reached the server in {body.name}"
+        doc = json.loads(data)
+        if "instances" in doc:
+            assert list(doc) == ["instances"] and all(list(i) == ["input_bytes"] for i in doc["instances"])
+            for inst in doc["instances"]:
+                b = base64.b64decode(inst["input_bytes"])
+                assert set(_png_chunks(b)) <= {"IHDR", "IDAT", "IEND"}
+                assert Image.open(io.BytesIO(b)).size == (SIZE, SIZE)
+                received += 1
+        else:
+            assert list(doc) == ["inputs", "outputs"] and set(doc["inputs"][0]) == {"name", "shape", "datatype",
+                                                                                    "data"}
+            assert doc["inputs"][0]["shape"] == [6, 1, SIZE, SIZE]
+            received += 6
+    assert received == 12
+
+
 def test_token_never_leaks(server, identifying_cohort, tmp_path, capsys, monkeypatch):
     import httpx
 
