@@ -158,3 +158,37 @@ def test_cli_images_cache(tiny_pngs, tmp_path):
     assert r.exit_code == 0, r.output
     assert "30 images at 24×24 (resize), 0 skipped" in r.output
     assert len(ImageCache.open(tmp_path / "c")) == 30
+
+
+def test_image_rows_index_the_cache_without_copying_it(tiny_pngs, tmp_path):
+    """``ImageRows``: items are cache rows in any order; reads give the same pixels as fancy indexing of the
+    array, a view narrows without reading, and a pickle carries row numbers and the cache's location only."""
+    import pickle
+
+    from cxrdistill.images.cache import ImageRows
+    from cxrdistill.training.inputs import ImageBatches
+
+    root, df = tiny_pngs
+    cache = ImageCache.build(df, root, 32, tmp_path / "c", workers=1, progress=False)
+    full = np.asarray(cache.array).copy()
+    rows = np.array([39, 2, 17, 17, 0, 5])
+    for base in (cache, cache.array, full):
+        v = ImageRows(base, rows)
+        assert len(v) == 6 and v.shape == (6, 32, 32) and v.dtype == np.uint8
+        assert np.array_equal(v[3], full[17])
+        assert np.array_equal(v[np.array([5, 0, 1])], full[[5, 39, 2]])
+        assert np.array_equal(v[1:4], full[[2, 17, 17]])
+        assert np.array_equal(np.asarray(v), full[rows])
+        w = v.take(np.array([True, False, True, False, False, True]))
+        assert np.array_equal(w.rows, [39, 17, 5]) and w.images is base
+        assert np.array_equal(ImageRows(w, [2, 0]).rows, [5, 39])
+        assert np.array_equal(ImageBatches(w, np.array([2, 1])).pixels([0, 1]),
+                              ImageBatches(full, np.array([5, 17])).pixels([0, 1]))
+    for base in (cache, cache.array):
+        blob = pickle.dumps(ImageRows(base, rows))
+        assert len(blob) < full.nbytes / 4
+        back = pickle.loads(blob)
+        assert np.array_equal(np.asarray(back), full[rows])
+    assert isinstance(pickle.loads(pickle.dumps(ImageRows(cache.array, rows))).images, np.memmap)
+    with pytest.raises(IndexError, match="out of range"):
+        ImageRows(cache, [40])
