@@ -1,0 +1,86 @@
+"""The public API at the package top: fast to import, every function documented in one style, and working."""
+from __future__ import annotations
+
+import inspect
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+
+import cxrdistill
+from cxrdistill.errors import InputError
+
+FUNCTIONS = [n for n in cxrdistill.__all__ if n != "__version__"]
+
+
+def test_import_is_light():
+    code = ("import sys, cxrdistill\n"
+            "f = cxrdistill.audit\n"
+            "print([m for m in ('torch', 'pandas', 'timm', 'sklearn') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]", out
+
+
+@pytest.mark.parametrize("name", FUNCTIONS)
+def test_public_function_docstring(name):
+    fn = getattr(cxrdistill, name)
+    assert callable(fn) and fn.__module__ == "cxrdistill.api"
+    doc = inspect.getdoc(fn)
+    for section in ("Parameters\n----------", "Returns\n-------", "Raises\n------"):
+        assert section in doc, (name, section)
+    documented = set(re_names(doc.split("Returns\n-------")[0]))
+    for p in inspect.signature(fn).parameters:
+        assert p in documented, (name, p)
+    assert not any(w in doc for w in ("GUIDE", "issue ", "seed 00")), name
+
+
+def re_names(text: str) -> list[str]:
+    """Parameter names of a numpy-style section: lines ``name`` or ``a, b`` or ``**kw`` at the section's indent."""
+    out = []
+    for line in text.splitlines():
+        if line and not line.startswith(" ") and not line.startswith("-"):
+            out += [w.strip().lstrip("*") for w in line.split(":")[0].split(",")]
+    return out
+
+
+def test_unknown_attribute_is_an_attribute_error():
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        cxrdistill.nope  # noqa: B018
+    assert set(FUNCTIONS) <= set(dir(cxrdistill))
+
+
+def test_audit_from_a_dataframe_matches_sklearn(tmp_path):
+    rng = np.random.default_rng(0)
+    n = 600
+    sex = rng.choice(["F", "M"], n)
+    y = rng.binomial(1, 0.3, n)
+    p = rng.normal(size=n) + y * np.where(sex == "F", 0.6, 1.6)
+    df = pd.DataFrame({"image_id": [f"i{k}" for k in range(n)], "sex": sex, "y_eff": y, "p_eff": p})
+    res = cxrdistill.audit(df, ["sex"], n_boot=50, out=tmp_path / "a")
+    auc = res.by_group.query("metric == 'auc' and attribute == 'sex'").set_index("group")["value"]
+    for g in ("F", "M"):
+        assert auc[g] == pytest.approx(roc_auc_score(y[sex == g], p[sex == g]), abs=1e-12)
+    assert auc["M"] > auc["F"]
+    assert (tmp_path / "a" / "audit.json").is_file() and (tmp_path / "a" / "report.html").is_file()
+    df.loc[3, "image_id"] = df.loc[4, "image_id"]
+    with pytest.raises(InputError, match="duplicate image_id"):
+        cxrdistill.audit(df, ["sex"], n_boot=0)
+
+
+def test_synthetic_cohort_is_what_synthesize_writes(tmp_path):
+    table = cxrdistill.synthetic_cohort(30, seed=1, scenario="underdiagnosis")
+    csv = cxrdistill.synthesize(tmp_path / "s", n=30, size=16, seed=1, scenario="underdiagnosis")
+    cohort = cxrdistill.import_cohort("chexpert", csv=csv, images_root=csv.parent)
+    assert sorted(cohort["image_id"]) == sorted(table["image_id"])
+    merged = cohort.merge(table, on="image_id", suffixes=("", "_t"))
+    assert (merged["sex"] == merged["sex_t"]).all()
+    assert merged["pleural_effusion"].fillna(-9).eq(merged["pleural_effusion_t"].fillna(-9)).all()
+    split = cxrdistill.split_cohort(cohort, fractions=(0.5, 0.25, 0.25), seed=0, out=tmp_path / "c.parquet")
+    assert set(split["split"]) == {"train", "val", "test"}
+    assert split.groupby("patient_id")["split"].nunique().max() == 1
+    assert cxrdistill.load_cohort(tmp_path / "c.parquet")["split"].tolist() == split["split"].tolist()
+    with pytest.raises(InputError):
+        cxrdistill.synthetic_cohort(10, scenario="no_such_scenario")

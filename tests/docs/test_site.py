@@ -1,0 +1,73 @@
+"""The documentation site builds in strict mode (a broken link, anchor or API reference fails) and works offline."""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+import cxrdistill
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _nav_pages(nav) -> list[str]:
+    out = []
+    for item in nav:
+        for v in (item.values() if isinstance(item, dict) else [item]):
+            out += _nav_pages(v) if isinstance(v, list) else [v]
+    return out
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("site")
+    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
+    r = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--quiet", "-d", str(out)], cwd=ROOT,
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return out
+
+
+def test_every_page_is_in_the_nav_and_built(site):
+    cfg = yaml.safe_load((ROOT / "mkdocs.yml").read_text(encoding="utf-8"))
+    nav = _nav_pages(cfg["nav"])
+    pages = {p.relative_to(ROOT / "docs").as_posix() for p in (ROOT / "docs").rglob("*")
+             if p.suffix in (".md", ".ipynb") and "readme" not in p.parts}
+    assert pages == set(nav), (pages - set(nav), set(nav) - pages)
+    for page in nav:
+        assert (site / Path(page).with_suffix(".html")).is_file(), page
+
+
+def test_api_reference_documents_every_public_function(site):
+    html = (site / "api.html").read_text(encoding="utf-8")
+    for name in cxrdistill.__all__:
+        if name != "__version__":
+            assert f'id="cxrdistill.api.{name}"' in html, name
+    assert "Parameters" in html and "Returns" in html and "Raises" in html
+
+
+def test_pages_load_nothing_from_the_network(site):
+    """No fonts, scripts, styles or images from another host: the site browses offline."""
+    remote = re.compile(r'<(?:script|img|iframe)[^>]*\ssrc="(?:https?:)?//|<link[^>]*rel="(?:stylesheet|preconnect|'
+                        r'icon)"[^>]*href="(?:https?:)?//|<link[^>]*href="(?:https?:)?//[^"]*"[^>]*rel="stylesheet"|'
+                        r'@import\s+url\(["\']?(?:https?:)?//')
+    pages = list(site.rglob("*.html"))
+    assert len(pages) > 20
+    for page in pages:
+        text = page.read_text(encoding="utf-8")
+        assert not remote.search(text), (page.name, remote.search(text).group(0))
+        assert "fonts.googleapis" not in text and "fonts.gstatic" not in text, page.name
+    assert (site / "search" / "search_index.json").is_file()  # search runs in the browser, from this file
+
+
+def test_readme_links_into_the_docs_resolve():
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    links = re.findall(r"\]\(((?!https?:)[^)#\s]+)(?:#[^)]*)?\)", text)
+    assert any(link.startswith("docs/") for link in links)
+    for link in links:
+        assert (ROOT / link).exists(), link
