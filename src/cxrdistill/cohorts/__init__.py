@@ -1,4 +1,4 @@
-"""Cohorts: dataset readers → one harmonized cohort table (see README, "Cohort table"), label policies, splits.
+"""Cohorts: dataset readers → one harmonized cohort table (see docs/formats.md, "Cohort table"), label policies, splits.
 
 Public API (import from the submodules; this package imports nothing heavy on its own):
 ``readers.READERS`` (``"chexpert"``, ``"mimic"``, ``"nih"``, ``"padchest"``), ``importer.import_cohort``,

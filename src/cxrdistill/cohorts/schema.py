@@ -1,4 +1,4 @@
-"""The cohort table: one row per image, harmonized across datasets (see README, "Cohort table")."""
+"""The cohort table: one row per image, harmonized across datasets (see docs/formats.md, "Cohort table")."""
 from __future__ import annotations
 
 # The 14 CheXpert observations, snake_case; other datasets map their labels onto these names where they match
