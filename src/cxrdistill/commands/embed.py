@@ -6,7 +6,8 @@ from typing import List, Optional
 
 import typer
 
-from cxrdistill.commands._common import on_error_mode, on_error_option, summary
+from cxrdistill.commands._common import (on_error_mode, on_error_option, out_option, progress_option, quiet_option,
+                                         summary)
 
 
 def embed(
@@ -14,7 +15,7 @@ def embed(
                                                        "torch:CHECKPOINT or timm:NAME[:WEIGHTS]"),
     cohort: str = typer.Option(..., "--cohort", help="cohort table (Parquet/CSV) with image_id and path"),
     images_root: str = typer.Option(..., "--images-root", help="directory the cohort's paths are relative to"),
-    out: str = typer.Option(..., "--out", help="embedding store directory (created, or resumed if it exists)"),
+    out: str = out_option(help="Embedding store directory (created, or resumed if it exists)."),
     concurrency: int = typer.Option(4, "--concurrency", min=1, help="requests (batches) in flight"),
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="images per request"),
     size: Optional[int] = typer.Option(None, "--size", min=8,
@@ -40,7 +41,8 @@ def embed(
                                          "(stop) or skip (report it, store the rest)."),
     max_attempts: int = typer.Option(8, "--max-attempts", min=1, help="attempts per request before giving up"),
     timeout: float = typer.Option(120.0, "--timeout", min=0.1, help="seconds to wait for one response"),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="progress bar with rate and ETA"),
+    progress: bool = progress_option(),
+    quiet: bool = quiet_option(),
 ) -> None:
     """Embed a cohort's images with a teacher into a crash-safe store; rerun the same command to resume."""
     from cxrdistill.teachers.client import RetryPolicy, embed_cohort
@@ -50,7 +52,7 @@ def embed(
                        mode=preprocess, token=token_from_env(token_env), token_command=token_command,
                        deadline=deadline, shard=shard, splits=split or None, dtype=dtype,
                        on_error="skip" if on_error_mode(on_error) == "skip" else "raise",
-                       retry=RetryPolicy(max_attempts=max_attempts, timeout=timeout), progress=progress,
+                       retry=RetryPolicy(max_attempts=max_attempts, timeout=timeout), progress=progress and not quiet,
                        max_rps=max_rps, max_request_mb=max_request_mb, output_key=output_key, normalize=normalize)
     for image_id, err in res.skipped[:5]:
         typer.secho(f"skipped {image_id}: {err}", fg=typer.colors.YELLOW, err=True)
