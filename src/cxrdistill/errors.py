@@ -2,6 +2,16 @@
 from __future__ import annotations
 
 
+def show_value(value) -> str:
+    """A raw cell for an error message: text quoted, numbers plain (``'X'``, ``2``)."""
+    if isinstance(value, str):
+        return repr(value)
+    try:
+        return f"{float(value):g}"
+    except (TypeError, ValueError):
+        return repr(value)
+
+
 class CxrError(Exception):
     """An error caused by the user's input or environment. The CLI prints it as one line (no traceback), exit 2."""
 

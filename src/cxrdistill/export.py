@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from cxrdistill.errors import CxrError, InputError
+from cxrdistill.images.preprocess import MEAN, STD
 from cxrdistill.storage.io import atomic_path
 
 
@@ -94,7 +95,7 @@ def _size_from_meta(meta: dict) -> int | None:
     return None
 
 
-def onnx_embed(onnx_path, images_u8, mean: float = 0.5, std: float = 0.25):
+def onnx_embed(onnx_path, images_u8, mean: float = MEAN, std: float = STD):
     """Run an exported model on uint8 images (N, H, W): returns the ONNX outputs (embedding[, probabilities])."""
     import numpy as np
     import onnxruntime as ort

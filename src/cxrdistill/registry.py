@@ -11,18 +11,23 @@ T = TypeVar("T")
 class Registry(Generic[T]):
     """A named collection of factories. ``@REG.register("name")`` adds one; ``REG.create("name", **kw)`` builds it."""
 
-    def __init__(self, kind: str, plugins: tuple[str, ...] = ()):
+    def __init__(self, kind: str, plugins: tuple[str, ...] = (), discover: str | None = None):
+        """``plugins``: modules of the registry's own package that register entries; ``discover``: a module name
+        (e.g. ``"methods"``) that any top-level package of cxrdistill may have to register entries here, so that a
+        low layer's registry reaches the entries of higher layers without naming them. Both are imported on the
+        first lookup of a name not registered yet, not at start-up."""
         self.kind = kind
         self._items: dict[str, Callable[..., T]] = {}
-        self._plugins = plugins  # modules that register entries here; imported on first lookup, not at start-up
-        self._loaded = not plugins
+        self._plugins = plugins
+        self._discover = discover
+        self._loaded = not (plugins or discover)
 
     def _load_plugins(self) -> None:
         if not self._loaded:
             import importlib
 
             self._loaded = True
-            for mod in self._plugins:
+            for mod in self._plugins + discovered_modules(self._discover):
                 importlib.import_module(mod)
 
     def register(self, name: str | None = None) -> Callable[[Callable[..., T]], Callable[..., T]]:
@@ -59,3 +64,16 @@ class Registry(Generic[T]):
 
     def __iter__(self):
         return iter(self.names())
+
+
+def discovered_modules(name: str | None) -> tuple[str, ...]:
+    """``cxrdistill.<package>.<name>`` for every top-level package of cxrdistill that has a module or subpackage
+    called ``name`` (found on disk, without importing anything), in alphabetical order."""
+    if not name:
+        return ()
+    import pkgutil
+    from pathlib import Path
+
+    base = Path(__file__).parent  # the cxrdistill package directory
+    return tuple(f"cxrdistill.{pkg.name}.{name}" for pkg in sorted(pkgutil.iter_modules([str(base)]), key=lambda m: m.name)
+                 if pkg.ispkg and any(m.name == name for m in pkgutil.iter_modules([str(base / pkg.name)])))

@@ -162,7 +162,7 @@ CASES: dict[str, Callable[[], tuple]] = {
     "distill": _distill,
     "probe": _probe,
     "finetune": _supervised("finetune"),
-    "supervised": _supervised("supervised"),
+    "classify": _supervised("classify"),
     "teacher_pretrain": _teacher_pretrain,
     "barlow": _barlow,
     "supervised_meta": _supervised_meta,

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from cxrdistill.pretraining.config import FinetuneConfig
+from cxrdistill.pretraining.config import PretrainFinetuneConfig
 from cxrdistill.pretraining.finetune import AuxNet, FinetuneAux, finetune, targets_for
 
 from pretraining_helpers import BACKBONE, TASKS, TINY_TRAIN
@@ -57,7 +57,7 @@ def raw_table():
 ])
 def test_every_label_policy_changes_training_targets(policy, edema_u, atel_u):
     df = raw_table()
-    cfg = FinetuneConfig(label_policy=policy)
+    cfg = PretrainFinetuneConfig(label_policy=policy)
     y, yev = targets_for(cfg, df, ["edema", "atelectasis"])
     raw = df.to_numpy()
     np.testing.assert_array_equal(y[raw == 1], 1.0)
@@ -67,7 +67,7 @@ def test_every_label_policy_changes_training_targets(policy, edema_u, atel_u):
     np.testing.assert_array_equal(y[raw[:, 1] == -1, 1], atel_u)
     # the scoring labels do not depend on the training policy (U-Ignore by default)
     assert np.isnan(yev[raw == -1]).all() and (yev[np.isnan(raw)] == 0).all()
-    y_ign, _ = targets_for(FinetuneConfig(label_policy=policy, blank="ignore"), df, ["edema", "atelectasis"])
+    y_ign, _ = targets_for(PretrainFinetuneConfig(label_policy=policy, blank="ignore"), df, ["edema", "atelectasis"])
     assert np.isnan(y_ign[np.isnan(raw)]).all()
 
 

@@ -26,9 +26,11 @@ WRITER = r"""
 import sys
 sys.path.insert(0, sys.argv[5])
 from store_helpers import ids_for, vecs, INFO, DIM
-from cxrdistill.storage.store import EmbeddingStore, select_shard, shard_writer
+from cxrdistill.storage.store import EmbeddingStore, kill_at_for_testing, select_shard, shard_writer
 path, n, bs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 shard = sys.argv[4] if sys.argv[4] != "-" else None
+if len(sys.argv) > 6:
+    kill_at_for_testing(sys.argv[6])
 st = EmbeddingStore.open_or_create(path, (DIM,), "float16", INFO, writer=shard_writer(shard))
 todo = st.missing(select_shard(ids_for(n), shard))
 for s in range(0, len(todo), bs):
@@ -39,14 +41,16 @@ print("done", len(st))
 
 
 def start_writer(path: Path, n: int, bs: int, shard: str | None = None, env: dict | None = None,
-                 script_dir: Path | None = None) -> subprocess.Popen:
+                 script_dir: Path | None = None, kill_at: str | None = None) -> subprocess.Popen:
+    """A writer process appending ``n`` ids in batches of ``bs``; ``kill_at``: it SIGKILLs itself at that step of
+    a chunk write (``kill_at_for_testing``)."""
     script = Path(script_dir or path.parent) / "writer.py"
     if not script.exists():
         script.write_text(WRITER)
     e = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
     return subprocess.Popen([sys.executable, str(script), str(path), str(n), str(bs), shard or "-",
-                             str(Path(__file__).parent)], env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                             str(Path(__file__).parent), *([kill_at] if kill_at else [])], env=e,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def assert_consistent(st, n: int) -> None:

@@ -40,7 +40,7 @@ def test_kill_at_each_step_of_a_chunk_write(tmp_path, clean_store, point):
     path = tmp_path / "s"
     st = EmbeddingStore.create(path, (DIM,), "float16", INFO)
     st.append(ids_for(100), vecs(ids_for(100)))  # one complete chunk before the crash
-    p = start_writer(path, N, 37, env={"CXRDISTILL_STORE_FAILPOINT": point})
+    p = start_writer(path, N, 37, kill_at=point)
     p.communicate(timeout=60)
     assert p.returncode == -9  # SIGKILLed inside the chunk write
     ro = EmbeddingStore.open(path, "r")
@@ -85,3 +85,16 @@ def test_three_random_sigkills_then_completion(tmp_path, clean_store):
         seen = len(st)
         n_chunks = len(st.chunks)
     _finish_and_compare(path, clean_store)
+
+
+def test_the_failpoint_is_reachable_only_through_the_testing_hook(tmp_path, monkeypatch):
+    """The environment variable that used to arm the failpoint does nothing; an unknown step is refused."""
+    from cxrdistill.storage import store as S
+
+    monkeypatch.setenv("CXRDISTILL_STORE_FAILPOINT", "after_npy")
+    st = EmbeddingStore.create(tmp_path / "s", (DIM,), "float16", INFO)
+    st.append(ids_for(10), vecs(ids_for(10)))  # would have SIGKILLed the test process
+    assert len(EmbeddingStore.open(tmp_path / "s")) == 10
+    with pytest.raises(ValueError, match="unknown failpoint"):
+        S.kill_at_for_testing("before_anything")
+    assert S._kill_at is None

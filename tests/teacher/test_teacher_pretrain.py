@@ -86,10 +86,10 @@ def test_pretrain_serve_info_embed_readme_flow(tmp_path, capsys):
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert (tmp_path / "run" / "checkpoints" / "last.pt").exists()
     from cxrdistill.errors import CxrError
-    from cxrdistill.teachers.pretrain import PretrainConfig, pretrain_teacher
+    from cxrdistill.teachers.pretrain import TeacherPretrainConfig, pretrain_teacher
 
     with pytest.raises(CxrError, match="other settings .*epochs"):  # a run dir only resumes its own run
-        pretrain_teacher(tmp_path / "t2.safetensors", PretrainConfig(n=48, size=32, backbone="resnet10t", epochs=2,
+        pretrain_teacher(tmp_path / "t2.safetensors", TeacherPretrainConfig(n=48, size=32, backbone="resnet10t", epochs=2,
                          batch_size=16), run_dir=tmp_path / "run")
     assert summary["backbone"] == "resnet10t" and summary["embedding_dim"] == 512 and summary["image_size"] == 32
     assert summary["n_train"] + summary["n_val"] == 48 and summary["n_val"] > 0

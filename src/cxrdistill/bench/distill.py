@@ -111,7 +111,7 @@ def _retention(quick: bool, root: Path, sizes: dict | None = None) -> list[dict]
     from cxrdistill.models.network import load_model
     from cxrdistill.models.speed import compare_speed
     from cxrdistill.teachers.local import torch_teacher
-    from cxrdistill.teachers.pretrain import PretrainConfig, pretrain_teacher
+    from cxrdistill.teachers.pretrain import TeacherPretrainConfig, pretrain_teacher
     from cxrdistill.storage.store import EmbeddingStore
     from cxrdistill.training.run_config import load_config
     from cxrdistill.training.runs import run_distill, run_probe
@@ -119,7 +119,7 @@ def _retention(quick: bool, root: Path, sizes: dict | None = None) -> list[dict]
     z = {**(QUICK if quick else FULL), **(sizes or {})}
     size = z["size"]
     t0 = time.perf_counter()
-    pcfg = PretrainConfig(n=z["teacher_n"], size=size, epochs=z["teacher_epochs"], workers=1 if quick else 2,
+    pcfg = TeacherPretrainConfig(n=z["teacher_n"], size=size, epochs=z["teacher_epochs"], workers=1 if quick else 2,
                           val_fraction=0.0 if quick else 0.1)
     pretrain_teacher(root / "teacher.safetensors", pcfg, progress=False)
     t_teacher = time.perf_counter() - t0

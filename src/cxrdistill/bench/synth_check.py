@@ -24,6 +24,7 @@ def check(scenario: str, n: int = 2000, epochs: int = 4, size: int = 64, seed: i
     from sklearn.metrics import roc_auc_score
 
     from cxrdistill import synth
+    from cxrdistill.images.preprocess import MEAN, STD
 
     torch.manual_seed(seed)
     X, meta = synth.render_batch(n, size, seed=seed, scenario=scenario, workers=2)
@@ -35,7 +36,7 @@ def check(scenario: str, n: int = 2000, epochs: int = 4, size: int = 64, seed: i
         test = meta["patient_id"].isin(set(rng.choice(pats, int(test_frac * len(pats)), replace=False))).to_numpy()
     Y = np.stack([(meta[f] == 1).to_numpy(np.float32) for f in TASKS], 1)
     T = np.stack([meta[f"true_{f}"].to_numpy() for f in TASKS], 1)
-    Xt = (torch.tensor(X, dtype=torch.float32)[:, None] / 255.0 - 0.5) / 0.25
+    Xt = (torch.tensor(X, dtype=torch.float32)[:, None] / 255.0 - MEAN) / STD
 
     def block(i, o):
         return nn.Sequential(nn.Conv2d(i, o, 3, padding=1, bias=False), nn.BatchNorm2d(o), nn.ReLU(),

@@ -231,12 +231,12 @@ def probe_auc(checkpoint: str | Path, n: int = 1500, size: int = 64, seed: int =
 
 def pretrain_rows() -> list[dict]:
     """The default teacher as the demo makes it: wall time of `teacher pretrain` at its defaults, and probe AUCs."""
-    from cxrdistill.teachers.pretrain import PretrainConfig, pretrain_teacher
+    from cxrdistill.teachers.pretrain import TeacherPretrainConfig, pretrain_teacher
 
     with tempfile.TemporaryDirectory(prefix="cxrdistill-bench-pretrain-") as tmp:
         ckpt = Path(tmp) / "teacher.safetensors"
         t0 = time.perf_counter()
-        s = pretrain_teacher(ckpt, PretrainConfig(), progress=False)
+        s = pretrain_teacher(ckpt, TeacherPretrainConfig(), progress=False)
         wall = time.perf_counter() - t0
         p = probe_auc(ckpt)
     return [

@@ -11,7 +11,8 @@ from typing import Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-from cxrdistill.errors import InputError
+from cxrdistill.cohorts.validate import validate_cohort
+from cxrdistill.errors import InputError, show_value
 
 LABEL_VALUES = (1.0, 0.0, -1.0)
 
@@ -19,16 +20,6 @@ LABEL_VALUES = (1.0, 0.0, -1.0)
 def snake_case(name: str) -> str:
     """``'Pleural Effusion'`` → ``'pleural_effusion'``; ``'Pleural_Thickening'`` → ``'pleural_thickening'``."""
     return re.sub(r"[^0-9a-z]+", "_", str(name).strip().lower()).strip("_")
-
-
-def show(value) -> str:
-    """A raw cell for an error message: text quoted, numbers plain (``'X'``, ``2``)."""
-    if isinstance(value, str):
-        return repr(value)
-    try:
-        return f"{float(value):g}"
-    except (TypeError, ValueError):
-        return repr(value)
 
 
 def line_of(index: int) -> int:
@@ -85,7 +76,7 @@ def parse_labels(series: pd.Series, *, path: object, column: str, binary: bool =
     if bad.any():
         i = bad.index[bad.to_numpy()][0]
         shown = ", ".join(f"{v:g}" for v in allowed)
-        raise InputError(f"label value {show(series.loc[i])} is not one of {shown} or blank",
+        raise InputError(f"label value {show_value(series.loc[i])} is not one of {shown} or blank",
                          path=path, column=column, row=line_of(i),
                          hint="labels must be 1 (positive), 0 (negative), -1 (uncertain) or blank (not mentioned)")
     return num
@@ -100,13 +91,13 @@ def parse_number(series: pd.Series, *, path: object, column: str, what: str = "n
     bad = num.isna() & ~blank
     if bad.any():
         i = bad.index[bad.to_numpy()][0]
-        raise InputError(f"{what} {show(series.loc[i])} is not a number", path=path, column=column, row=line_of(i),
+        raise InputError(f"{what} {show_value(series.loc[i])} is not a number", path=path, column=column, row=line_of(i),
                          hint="fix the value or leave it blank")
     if minimum is not None:
         low = num < minimum
         if low.any():
             i = low.index[low.to_numpy()][0]
-            raise InputError(f"{what} {show(series.loc[i])} is below {minimum:g}", path=path, column=column,
+            raise InputError(f"{what} {show_value(series.loc[i])} is below {minimum:g}", path=path, column=column,
                              row=line_of(i), hint="fix the value or leave it blank")
     return num
 
@@ -206,8 +197,6 @@ def assemble(*, image_id, patient_id, path, view, sex, age, race=None, ethnicity
 
 def finish(df: pd.DataFrame, source: object, notes: list[str] | None = None) -> pd.DataFrame:
     """Sort by image id, validate, attach provenance notes (kept in the Parquet metadata)."""
-    from cxrdistill.cohorts.validate import validate_cohort
-
     df = df.sort_values("image_id", kind="stable").reset_index(drop=True)
     out = validate_cohort(df, source)
     out.attrs["source"] = str(source)

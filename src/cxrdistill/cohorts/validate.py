@@ -1,4 +1,4 @@
-"""Validate a cohort table (see README, "Cohort table") at every boundary: after a reader, and when loading a file.
+"""Validate a cohort table (see docs/formats.md, "Cohort table") at every boundary: after a reader, and when loading a file.
 
 ``validate_cohort`` returns a copy with canonical dtypes and column order, or raises one ``InputError`` that names
 the source, the column and the row (``row N (image_id …)``, N counting table rows from 1).
@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cxrdistill.cohorts.harmonize import show
 from cxrdistill.cohorts.schema import CORE_COLUMNS, OPTIONAL_META, SEXES, SPLITS, VIEWS, label_columns
-from cxrdistill.errors import InputError
+from cxrdistill.errors import InputError, show_value
+from cxrdistill.storage.io import read_table, write_table
 
 _STRING_COLUMNS = ["image_id", "patient_id", "path"]
 _NULLABLE_STRINGS = ["view", "sex", "race", "split", "study_id", "ethnicity", "dataset"]
@@ -38,7 +38,7 @@ def _as_strings(df: pd.DataFrame, col: str, source, nullable: bool) -> pd.Series
         ok = s.isna() | s.map(lambda v: isinstance(v, str))
         if not ok.all():
             pos = _first(~ok)
-            raise InputError(f"wrong type: expected text, found {type(s.iloc[pos]).__name__} {show(s.iloc[pos])}",
+            raise InputError(f"wrong type: expected text, found {type(s.iloc[pos]).__name__} {show_value(s.iloc[pos])}",
                              path=source, column=col, row=_row(df, pos), hint="store this column as strings")
     s = s.astype(object).where(s.notna(), None)
     if not nullable:
@@ -53,7 +53,7 @@ def _check_allowed(df: pd.DataFrame, s: pd.Series, col: str, allowed: set[str], 
     bad = s.notna() & ~s.isin(sorted(allowed))
     if bad.any():
         pos = _first(bad)
-        raise InputError(f"unknown value {show(s.iloc[pos])}", path=source, column=col, row=_row(df, pos),
+        raise InputError(f"unknown value {show_value(s.iloc[pos])}", path=source, column=col, row=_row(df, pos),
                          hint=f"expected one of {', '.join(sorted(allowed))} or null")
 
 
@@ -66,7 +66,7 @@ def _as_float(df: pd.DataFrame, col: str, source) -> pd.Series:
         bad = num.isna() & s.notna()
         if bad.any():
             pos = _first(bad)
-            raise InputError(f"wrong type: {show(s.iloc[pos])} is not a number", path=source, column=col,
+            raise InputError(f"wrong type: {show_value(s.iloc[pos])} is not a number", path=source, column=col,
                              row=_row(df, pos), hint="store this column as numbers (floats, NaN for missing)")
         s = num
     return s.astype(float)
@@ -113,7 +113,7 @@ def validate_cohort(df: pd.DataFrame, source: object = "cohort") -> pd.DataFrame
         ok = fr.map(lambda v: isinstance(v, (bool, np.bool_)))
         if not ok.all():
             pos = _first(~ok)
-            raise InputError(f"wrong type: expected true/false, found {show(fr.iloc[pos])}", path=source,
+            raise InputError(f"wrong type: expected true/false, found {show_value(fr.iloc[pos])}", path=source,
                              column="frontal", row=_row(df, pos), hint="frontal must be a boolean column")
     fr = fr.astype(bool)
     known = out["view"].notna()
@@ -138,7 +138,7 @@ def validate_cohort(df: pd.DataFrame, source: object = "cohort") -> pd.DataFrame
         bad = ~(v.isin([1.0, 0.0, -1.0]) | v.isna())
         if bad.any():
             pos = _first(bad)
-            raise InputError(f"label value {show(v.iloc[pos])} is not 1, 0, -1 or NaN", path=source, column=col,
+            raise InputError(f"label value {show_value(v.iloc[pos])} is not 1, 0, -1 or NaN", path=source, column=col,
                              row=_row(df, pos), hint="labels: 1 positive, 0 negative, -1 uncertain, NaN unmentioned")
         out[col] = v
     truths = [c for c in df.columns if str(c).startswith("true_")]
@@ -147,7 +147,7 @@ def validate_cohort(df: pd.DataFrame, source: object = "cohort") -> pd.DataFrame
         bad = ~(v.isin([1.0, 0.0]) | v.isna())
         if bad.any():
             pos = _first(bad)
-            raise InputError(f"ground-truth value {show(v.iloc[pos])} is not 0 or 1", path=source, column=col,
+            raise InputError(f"ground-truth value {show_value(v.iloc[pos])} is not 0 or 1", path=source, column=col,
                              row=_row(df, pos), hint="true_* columns hold 0/1 ground truth")
         out[col] = v
     rest = [c for c in df.columns if c not in out]
@@ -161,22 +161,37 @@ def validate_cohort(df: pd.DataFrame, source: object = "cohort") -> pd.DataFrame
     return res
 
 
-def load_cohort(path: str | os.PathLike) -> pd.DataFrame:
-    """Read a cohort table (Parquet, or CSV) and validate it."""
-    from cxrdistill.storage.io import read_table
+def load_cohort(path: str | os.PathLike, *, check: str = "full") -> pd.DataFrame:
+    """Read a cohort table (Parquet, or CSV): the one loader of every command and stage.
 
+    ``check="full"`` validates the whole schema (:func:`validate_cohort`: the tables that ``cohort import``,
+    ``synth`` and the study write). ``check="ids"`` checks only what a training run needs — a string, unique
+    ``image_id`` — so that a table made by another tool with fewer columns can be trained on; later steps check the
+    columns they use (``split``, labels, the attribute) and name them when missing.
+    """
+    if check not in ("full", "ids"):
+        raise ValueError(f"check must be 'full' or 'ids', not {check!r}")
     p = Path(path)
     if p.is_dir():
         raise InputError("is a directory, expected a cohort table file", path=p, hint="pass the .parquet file")
     df = read_table(p, dtype={"image_id": str, "patient_id": str, "path": str, "study_id": str}) \
         if p.suffix.lower() in {".csv", ".gz"} else read_table(p)
-    return validate_cohort(df, p)
+    if check == "full":
+        return validate_cohort(df, p)
+    if "image_id" not in df.columns:
+        raise InputError("cohort has no image_id column", path=p, column="image_id",
+                         hint="build cohorts with `cxrdistill cohort import` or `cxrdistill synth`")
+    df = df.copy()
+    df["image_id"] = df["image_id"].astype(str)
+    dup = df["image_id"].duplicated()
+    if dup.any():
+        raise InputError(f"image_id {df['image_id'][dup].iloc[0]!r} appears more than once", path=p,
+                         column="image_id", hint="one row per image")
+    return df.reset_index(drop=True)
 
 
 def save_cohort(df: pd.DataFrame, path: str | os.PathLike, source: object | None = None) -> pd.DataFrame:
     """Validate and write atomically as Parquet (or CSV by extension); returns the validated table."""
-    from cxrdistill.storage.io import write_table
-
     out = validate_cohort(df, source if source is not None else path)
     write_table(out, path)
     return out

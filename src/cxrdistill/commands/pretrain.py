@@ -32,12 +32,13 @@ def _config(model, path: Optional[str], options: dict, sets: Optional[List[str]]
 
 def _load_cohort_and_images(cohort: str, images_root: Optional[str], size: int, cache_dir: Optional[str],
                             workers: int, quiet: bool):
+    from cxrdistill.cohorts.validate import load_cohort
     from cxrdistill.errors import InputError
     from cxrdistill.training import inputs as I
 
     if images_root is None:
         raise InputError("the images are needed", hint="pass --images-root DIR (the root of the cohort's paths)")
-    df = I.load_cohort(cohort)
+    df = load_cohort(cohort, check="ids")
     cache = I.image_cache(df, images_root, size, cache_dir, "resize", workers=workers, progress=not quiet)
     return df, cache
 
@@ -123,7 +124,7 @@ def finetune_cmd(
     augment: Optional[str] = typer.Option(None, "--augment"),
     seed: Optional[int] = typer.Option(None, "--seed"),
     n_boot: Optional[int] = typer.Option(None, "--n-boot", min=0),
-    config: Optional[str] = typer.Option(None, "--config", help="YAML with the FinetuneConfig keys"),
+    config: Optional[str] = typer.Option(None, "--config", help="YAML with the PretrainFinetuneConfig keys"),
     set_: Optional[List[str]] = typer.Option(None, "--set"),
     cache_dir: Optional[str] = typer.Option(None, "--cache-dir"),
     workers: int = typer.Option(2, "--workers", min=1),
@@ -133,10 +134,10 @@ def finetune_cmd(
     """Fine-tune for pathologies from any initialisation under any label policy (optional auxiliary heads)."""
     import json
 
-    from cxrdistill.pretraining.config import FinetuneConfig
+    from cxrdistill.pretraining.config import PretrainFinetuneConfig
     from cxrdistill.pretraining.finetune import finetune
 
-    cfg = _config(FinetuneConfig, config, {
+    cfg = _config(PretrainFinetuneConfig, config, {
         "init": init, "backbone": backbone, "tasks": _csv(tasks), "label_policy": label_policy, "aux": aux,
         "aux_weight": aux_weight, "augment": augment, "n_boot": n_boot, "train.epochs": epochs,
         "train.batch_size": batch_size, "train.lr": lr, "train.weight_decay": weight_decay, "train.seed": seed,

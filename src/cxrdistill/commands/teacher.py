@@ -116,13 +116,13 @@ def pretrain(
     """Train the default "foundation model" on a synthetic pretraining cohort (its own planted bias)."""
     import json
 
-    from cxrdistill.teachers.pretrain import PretrainConfig, pretrain_teacher
+    from cxrdistill.teachers.pretrain import TeacherPretrainConfig, pretrain_teacher
 
     if threads:
         import torch
 
         torch.set_num_threads(threads)
-    cfg = PretrainConfig(n=n, size=size, backbone=backbone, embed_dim=embed_dim, epochs=epochs, batch_size=batch_size,
+    cfg = TeacherPretrainConfig(n=n, size=size, backbone=backbone, embed_dim=embed_dim, epochs=epochs, batch_size=batch_size,
                          lr=lr, contrastive=contrastive, contrastive_kind=contrastive_kind, scenario=scenario,
                          seed=seed, workers=workers, device=device)
     res = pretrain_teacher(out, cfg, run_dir=run_dir, progress=progress,

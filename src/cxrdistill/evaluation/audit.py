@@ -315,7 +315,8 @@ def run_audit(df, attributes: Iterable[str], tasks: Iterable[str] | None = None,
               min_n: int = 20, *, labels: str = "observed", age_bins: Sequence[float] | None = None,
               resample_by: str | None = None, resample_size_factor: float = 1.0, drop_missing_scores: bool = False,
               path=None) -> AuditResult:
-    """Audit a predictions table (see GUIDE) for every task and attribute.
+    """Audit a predictions table (one row per image: ``y_T``, ``p_T``, attribute columns) for every task and
+    attribute.
 
     ``labels``: ``observed`` (``y_T``), ``true`` (``ytrue_T``) or ``both`` (two audits; p-values form one family).
     ``resample="balanced"``: per task, the test set is first resampled as Glocker et al. (balance the groups of

@@ -163,7 +163,7 @@ def _row(kind, metric, task, attribute, group_a, group_b, value, ci=(None, None)
 
 
 def performance_rows(audit: dict) -> list[dict]:
-    """Gaps from audit.json (issue 5 item 1 format)."""
+    """The performance gaps of an ``audit.json`` (as ``cxrdistill audit`` writes it), one row per gap."""
     level = float(audit.get("ci_level", 0.95))
     rows = []
     for task, t in (audit.get("tasks") or {}).items():

@@ -6,6 +6,7 @@ import fnmatch
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -131,7 +132,7 @@ def open_embeddings(path: str | Path, ids_path: str | Path | None = None, id_col
         raise InputError("embeddings not found", path=p, hint="give an embedding store, a .npy/.npz, or a table")
     name = p.name.lower()
     if p.is_dir():
-        try:  # imported lazily: the store belongs to teachers/ (numpy only), most audits never need it
+        try:  # imported lazily: most audits never read a store
             from cxrdistill.storage.store import EmbeddingStore
         except ImportError:
             raise InputError("is a directory but the embedding store module is not available", path=p,
@@ -185,10 +186,35 @@ def open_embeddings(path: str | Path, ids_path: str | Path | None = None, id_col
     return ArraySource(ids, X.astype(np.float64, copy=False))
 
 
-def load_embeddings(path: str | Path, ids_path: str | Path | None = None) -> tuple[list[str], np.ndarray]:
-    """All embeddings of a source as (ids, float64 array n × d)."""
-    src = open_embeddings(path, ids_path)
-    return src.ids, src.get(src.ids)
+def load_embeddings(source: str | Path, ids: Sequence[str]) -> tuple[np.ndarray, dict]:
+    """The embeddings of ``ids``, in that order, and what is known about them: the one embeddings loader of the
+    training stages and the study.
+
+    ``source``: an embedding store (``cxrdistill embed`` / ``embeddings import``; items keep their shape, (N, D) or
+    (N, T, D), and dtype, and the info carries the teacher's), or a ``.npy`` (+ ids) / ``.npz`` / table with
+    ``emb_*`` columns (float32). Returns ``(X, info)`` with ``info["shape"]`` (one item's) and ``info["source"]``.
+    Ids without an embedding are an error that says how many and which.
+    """
+    ids = [str(i) for i in ids]
+    p = Path(source)
+    if p.is_dir() and (p / "manifest.json").exists():
+        from cxrdistill.storage.store import EmbeddingStore
+
+        st = EmbeddingStore.open(p)
+        miss = st.missing(ids)
+        if miss:
+            raise InputError(f"{len(miss)} of {len(ids)} cohort images have no embedding in the store, e.g. "
+                             f"{miss[:3]}", path=source,
+                             hint="embed them first (`cxrdistill embed` resumes where it stopped)")
+        return st.get(ids), {**dict(st.info), "shape": list(st.item_shape), "source": str(source)}
+    src = open_embeddings(p)
+    pos = {i: k for k, i in enumerate(src.ids)}
+    miss = [i for i in ids if i not in pos]
+    if miss:
+        raise InputError(f"{len(miss)} of {len(ids)} cohort images have no embedding, e.g. {miss[:3]}", path=source,
+                         hint="the embeddings must cover every image of the splits used")
+    X = src.get(ids).astype(np.float32)
+    return X, {"shape": list(X.shape[1:]), "source": str(source)}
 
 
 def numeric_matrix(df: pd.DataFrame, columns: list[str], path: object | None = None) -> np.ndarray:

@@ -1,6 +1,7 @@
 """Feature-space bias audit (Glocker et al. 2023): do feature columns or the PCA modes of frozen embeddings differ in
 distribution between protected groups? Two-sample KS tests per (feature, group pair), one multiple-testing family per
-call, PCA to a variance fraction, t-SNE for plots, and seed 000's variance-weighted bias score."""
+call, PCA to a variance fraction, t-SNE for plots, and a variance-weighted bias score (the share of embedding variance in
+modes that differ between groups)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field

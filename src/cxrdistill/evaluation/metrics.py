@@ -1,6 +1,6 @@
 """Per-task performance metrics with stratified bootstrap CIs, and a tidy metrics table.
 
-Metrics (issue 4, item 5): AUC-ROC, AUC-PR (average precision), maximum Youden's J, and — at the operating point whose
+Metrics: AUC-ROC, AUC-PR (average precision), maximum Youden's J, and — at the operating point whose
 FPR is closest to the target (20% by default, as Glocker et al. 2023) — the threshold, TPR, FPR and Youden's J there.
 Point estimates are computed on the data; CIs are percentile intervals over bootstrap replicates drawn within each
 class (label-stratified), in which the operating point is re-chosen, as in Glocker et al.'s evaluation code.

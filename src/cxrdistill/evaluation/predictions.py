@@ -1,4 +1,4 @@
-"""Read and validate the predictions table (GUIDE: one row per image; ``y_T`` 0/1 or blank, ``p_T`` score,
+"""Read and validate the predictions table (one row per image; ``y_T`` 0/1 or blank, ``p_T`` score,
 optional ``ytrue_T``; attribute columns). Every problem a user can cause becomes an ``InputError`` naming the
 file, column and row, with what to do."""
 from __future__ import annotations

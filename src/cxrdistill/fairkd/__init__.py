@@ -1,4 +1,4 @@
-"""Fairness-aware distillation of a black-box teacher (issue 10, the capstone): objectives that use the sensitive
+"""Fairness-aware distillation of a black-box teacher: objectives that use the sensitive
 attribute during training only, each a drop-in replacement for plain KD (``Distill``), by name from :data:`FAIR_KD`
 (``balanced``, ``adversarial``, ``fairdi``, ``mmd``; also ``fairkd_<name>`` in the training METHODS registry), and the
 measurement behind ``cxrdistill fair-distill-study`` (:mod:`cxrdistill.fairkd.experiment`).

@@ -1,4 +1,4 @@
-"""What every fairness-aware distillation objective shares (issue 10).
+"""What every fairness-aware distillation objective shares.
 
 Each objective is a :class:`~cxrdistill.training.methods.distill.Distill` subclass — a drop-in replacement for plain
 KD on the same :class:`~cxrdistill.training.methods.distill.DistillModel` and batches (``x`` image, ``t`` stored

@@ -1,4 +1,4 @@
-"""The measurement of issue 10 — "Can the student be fairer than its teacher?"
+"""The fair-distillation study — "Can the student be fairer than its teacher?"
 
 Per synthetic scenario (a planted bias):
 
@@ -37,6 +37,8 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from cxrdistill.errors import CxrError, InputError
+from cxrdistill.images.preprocess import MEAN, STD
+from cxrdistill.storage.io import stable_hash
 from cxrdistill.fairkd.summary import (EMB_METRICS, GOAL, KD, LABELS, SECTION_TITLE, TEACHER, TEST_NAME,  # noqa: F401
                                        TESTED, per_seed, report_section, summarize, write_outputs)
 
@@ -148,10 +150,6 @@ def _check_names(cfg: FairKDStudyConfig, synthetic: bool = True) -> None:
         raise InputError(f"unknown attribute {cfg.attribute!r}", hint="use sex, race or auto")
 
 
-def _hash(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
 # ------------------------------------------------------------------------------------------------------- cohort
 @dataclass
 class Cohort:
@@ -210,7 +208,7 @@ def _render(scenario: str, n: int, size: int, seed: int, cfg: FairKDStudyConfig,
     """``synth.render_batch``, cached as images.npy + meta.parquet."""
     from cxrdistill import synth
 
-    key = _hash({"scenario": scenario, "n": n, "size": size, "seed": seed, "v": 1})
+    key = stable_hash({"scenario": scenario, "n": n, "size": size, "seed": seed, "v": 1})
     d = cache / f"{scenario}_{key}" if cache else None
     if d is not None and (d / "images.npy").exists() and (d / "meta.parquet").exists():
         return np.load(d / "images.npy", allow_pickle=False), pd.read_parquet(d / "meta.parquet")
@@ -301,7 +299,7 @@ def train_teacher(c: Cohort, cfg: FairKDStudyConfig, root: Path, log: Callable[[
     from cxrdistill.training.trainer import Trainer, TrainConfig
 
     spec = cfg.teacher
-    key = _hash({"cohort": [c.scenario, cfg.n, cfg.size, cfg.data_seed, cfg.val_fraction, cfg.label_policy,
+    key = stable_hash({"cohort": [c.scenario, cfg.n, cfg.size, cfg.data_seed, cfg.val_fraction, cfg.label_policy,
                             cfg.distill_extra], "teacher": spec.model_dump(), "v": 1})
     d = root / "teachers" / c.scenario
     done = d / "teacher.json"
@@ -330,7 +328,7 @@ def train_teacher(c: Cohort, cfg: FairKDStudyConfig, root: Path, log: Callable[[
     net = trainer.model.cpu().eval()
     path = d / "teacher.safetensors"
     save_model(net, path, teacher={"name": f"fairkd-{c.scenario}-teacher", "image_size": cfg.size,
-                                   "embedding_shape": [spec.embed_dim], "tasks": c.findings, "mean": 0.5, "std": 0.25,
+                                   "embedding_shape": [spec.embed_dim], "tasks": c.findings, "mean": MEAN, "std": STD,
                                    "scenario": c.scenario, "backbone": spec.backbone})
     teacher = torch_teacher(str(path), image_size=cfg.size)  # from here on the teacher is a black box
     T = teacher.embed(c.images_all)  # cohort rows first, then the unlabelled pool
@@ -375,7 +373,7 @@ def train_student(c: Cohort, T: np.ndarray, method: str, seed: int, cfg: FairKDS
 
     spec = cfg.student
     params = cfg.method_params.get(method, {})
-    key = _hash({"teacher": teacher_key, "method": method, "params": params, "student": spec.model_dump(),
+    key = stable_hash({"teacher": teacher_key, "method": method, "params": params, "student": spec.model_dump(),
                  "seed": seed, "tasks": c.tasks, "attribute": c.attribute, "v": 1})
     d = root / "runs" / c.scenario / method / f"seed{seed}"
     done = d / "result.json"

@@ -1,4 +1,4 @@
-"""FairDi on top of a black-box teacher (Masroor et al. 2024, arXiv 2411.11939; seed 001), for distillation.
+"""FairDi on top of a black-box teacher (Masroor et al. 2024, arXiv 2411.11939), for distillation.
 
 The teacher is only seen through its stored embeddings, so FairDi's "one teacher per group" becomes one linear head
 per group on the teacher's embeddings, fitted before the student is trained (:func:`~cxrdistill.fairkd.heads.
@@ -12,7 +12,7 @@ feature KD plus FairDi's step-2 objective, reused from :class:`cxrdistill.fairne
                           + (1 − λ) · FIS(BCE(head, y))]
 
 KD_bin is the per-label binary KL at temperature τ; each image is taught by its own group's head (``assignment``
-``own``; ``mean`` = the average of all heads). Defaults λ = 0.95, τ = 1.5 (issue 6's). Images without any label (an
+``own``; ``mean`` = the average of all heads). Defaults λ = 0.95, τ = 1.5 (as the fairness method FairDi). Images without any label (an
 unlabelled distillation pool) get the logit KD only — the group heads teach them too. The FIS weights use the
 batch's own per-group losses (``group_batch_size=0``; FairVision's fresh per-group samples cost a forward pass of
 64 images per group per step on images — set ``group_batch_size=64`` to use them). ``student_fis=False`` uses plain

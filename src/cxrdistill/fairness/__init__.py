@@ -1,4 +1,4 @@
-"""Fair training (seed 001, issue 6): ERM and the baselines FairDi is measured against (group-balanced resampling,
+"""Fair training: ERM and the baselines FairDi is measured against (group-balanced resampling,
 GroupDRO, FIS, SWAD), FairDi itself, model selection (overall / worst-group / DTO), a small U-Net for fair
 segmentation, and the seeds × methods runner behind ``cxrdistill fair``.
 

@@ -26,8 +26,8 @@ from cxrdistill.registry import Registry
 from cxrdistill.training.method import Method, family_register
 from cxrdistill.training.methods.supervised import logits_of
 
-FAIR_METHODS: Registry = Registry("fairness method")
-FAIR_TASKS: Registry = Registry("fair-training task")
+FAIR_METHODS: Registry = Registry("fairness method", plugins=("cxrdistill.fairness.methods",))
+FAIR_TASKS: Registry = Registry("fair-training task", plugins=("cxrdistill.fairness.segmentation",))
 
 
 def register_method(name: str):

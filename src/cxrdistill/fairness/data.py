@@ -42,13 +42,6 @@ class FairData:
     counts: dict[str, Any] = field(default_factory=dict)
 
 
-def load_cohort(path: str | Path) -> pd.DataFrame:
-    """The cohort table every stage reads (string, unique ``image_id``): the shared training-input loader."""
-    from cxrdistill.training.inputs import load_cohort as _load
-
-    return _load(path)
-
-
 def _patient_split(df: pd.DataFrame, seed: int) -> pd.Series:
     """Deterministic patient-level 70/10/20 split (hash of seed + patient id)."""
     key = df["patient_id"].astype(str) if "patient_id" in df.columns else df["image_id"].astype(str)
@@ -226,25 +219,3 @@ def from_images(df: pd.DataFrame, images_root: str | Path, size: int, tasks: Seq
 
 def _kw_fp(kw: dict) -> dict:
     return {k: kw.get(k) for k in ("label_policy", "age_bins", "split_seed")}
-
-
-def from_image_array(df: pd.DataFrame, images: np.ndarray, tasks: Sequence[str], attribute: str, *,
-                     augment: str | None = None, cohort_path: object = None, **kw) -> FairData:
-    """Images already in memory (uint8 (N, H, W) aligned with the rows of ``df``, e.g. ``synth.render_batch``)."""
-    from cxrdistill.images.dataset import CxrDataset
-
-    if len(images) != len(df):
-        raise InputError(f"{len(images)} images for {len(df)} cohort rows", hint="align the images with the cohort")
-    df = df.reset_index(drop=True)
-    frame, targets, names, notes = prepare_frame(df.assign(_row=np.arange(len(df))), tasks, attribute,
-                                                 path=cohort_path, **kw)
-    rows = frame["_row"].to_numpy()
-
-    def make(idx, y, g):
-        return CxrDataset(images, rows=rows[idx], targets=y, groups=g, augment=augment)
-
-    digest = hashlib.sha256(np.ascontiguousarray(images[:16]).tobytes()).hexdigest()[:16]
-    return _assemble(frame, targets, names, notes, list(tasks), attribute, kw.get("label_source", "observed"),
-                     "images", make, (1, int(images.shape[1]), int(images.shape[2])),
-                     {"images_digest": digest, "n_images": len(images), "augment": augment, **_kw_fp(kw)})
-

@@ -1,4 +1,4 @@
-"""Fair segmentation (seed 001 applies FairDi to segmentation too): a small U-Net, per-image Dice, the ``seg`` task
+"""Fair segmentation (the FairDi paper applies it to segmentation too): a small U-Net, per-image Dice, the ``seg`` task
 that lets every fairness method (ERM, GroupDRO, FIS, SWAD, FairDi with pixel-wise KD, …) train a segmenter, and the
 runner behind ``cxrdistill fair-seg``.
 
@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cxrdistill.errors import InputError
+from cxrdistill.images.preprocess import MEAN, STD
 from cxrdistill.fairness.base import FAIR_TASKS
 from cxrdistill.fairness.metrics import OVERALL, SUMMARY
 
@@ -169,7 +170,7 @@ def seg_data_from_arrays(images: np.ndarray, masks: np.ndarray, frame: pd.DataFr
     """Datasets from uint8 images (N, H, W), binary masks (N, C, H, W) and a frame with ``_split``/``_g``."""
     from cxrdistill.training.data import ArrayDataset
 
-    x = (torch.from_numpy(np.ascontiguousarray(images)).float().div_(255.0).sub_(0.5).div_(0.25)).unsqueeze(1)
+    x = (torch.from_numpy(np.ascontiguousarray(images)).float().div_(255.0).sub_(MEAN).div_(STD)).unsqueeze(1)
     y = torch.from_numpy(np.ascontiguousarray(masks)).float()
     g = torch.from_numpy(np.array(frame["_g"], dtype=np.int64))
     split = frame["_split"].to_numpy()
@@ -254,10 +255,10 @@ def run_seg(data: SegData, cfg, out: str | Path, *, base: int = 16, depth: int =
             log: Callable[[str], None] = print) -> dict[str, Any]:
     """Seeds × methods on a segmentation task → ``seg_results.parquet``, ``seg_table.csv/.md``, ``seg.json``,
     ``seg_pareto.png`` (``cfg`` is a :class:`~cxrdistill.fairness.run.FairRunConfig`)."""
-    from cxrdistill.fairness import FAIR_METHODS
+    from cxrdistill.fairness.base import FAIR_METHODS
     from cxrdistill.fairness.base import iterate_batches
     from cxrdistill.fairness.report import markdown_table, pareto_plot, per_seed, summarize
-    from cxrdistill.fairness.run import _hash
+    from cxrdistill.storage.io import stable_hash
     from cxrdistill.storage.io import atomic_open, clean_json, write_json, write_parquet, write_table
     from cxrdistill.storage.checkpoint import save_weights
     from cxrdistill.training.trainer import TrainConfig
@@ -270,7 +271,7 @@ def run_seg(data: SegData, cfg, out: str | Path, *, base: int = 16, depth: int =
         for method in cfg.methods:
             params = cfg.method_params.get(method, {})
             tcfg = TrainConfig(**{"progress": False, "device": device, **cfg.train, "seed": int(seed)})
-            key = _hash({"data": data.fingerprint, "method": method, "params": params, "train": tcfg.model_dump(),
+            key = stable_hash({"data": data.fingerprint, "method": method, "params": params, "train": tcfg.model_dump(),
                          "select": cfg.select, "unet": [base, depth]})
             rd = out / "runs" / method / f"seed{seed}"
             res_path = out / "dice" / f"{method}_seed{seed}.parquet"

@@ -25,6 +25,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from cxrdistill.errors import InputError
+from cxrdistill.progress import Progress
 from cxrdistill.storage.io import atomic_path, write_json
 
 CACHE_FORMAT = "cxrdistill-image-cache"
@@ -360,7 +361,8 @@ class _BuildState:
         if len(todo) == 0:
             return
         tasks = ((int(r), abs_paths[r], self.size, self.mode) for r in todo)
-        bar = _Progress(len(todo), int(self.done.sum()), self.n, progress)
+        bar = Progress(progress, unit="img").__enter__()
+        bar.start("caching images", self.n, done=int(self.done.sum()))
         since = 0
         last = time.monotonic()
         pool = None
@@ -445,31 +447,3 @@ def _fsync_dir(d: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-
-
-class _Progress:
-    """A rich progress bar (done/total, rate, ETA) or nothing."""
-
-    def __init__(self, todo: int, done: int, total: int, enabled: bool):
-        self.p = None
-        if enabled:
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn,
-                                       TimeRemainingColumn)
-            from rich.text import Text
-
-            class _Rate(ProgressColumn):
-                def render(self, task):  # noqa: D102
-                    return Text(f"{task.speed:,.0f} img/s" if task.speed else "", style="progress.data.speed")
-
-            self.p = Progress(TextColumn("caching images"), BarColumn(), MofNCompleteColumn(), _Rate(),
-                              TimeRemainingColumn())
-            self.p.start()
-            self.t = self.p.add_task("cache", total=total, completed=done)
-
-    def advance(self) -> None:
-        if self.p is not None:
-            self.p.advance(self.t)
-
-    def close(self) -> None:
-        if self.p is not None:
-            self.p.stop()

@@ -7,6 +7,7 @@ import numpy as np
 import torch
 
 from cxrdistill.images.augment import build_augment
+from cxrdistill.images.preprocess import MEAN, STD
 
 
 def _seed(*parts: int) -> int:
@@ -31,7 +32,7 @@ class CxrDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, images: Any, rows: np.ndarray | None = None, targets: Any = None, groups: Any = None,
-                 teacher: Any = None, augment: Any = None, mean: float = 0.5, std: float = 0.25, *,
+                 teacher: Any = None, augment: Any = None, mean: float = MEAN, std: float = STD, *,
                  two_views: bool = False, seed: int = 0):
         self.images = images
         n_images = len(images)

@@ -9,6 +9,9 @@ import numpy as np
 
 from cxrdistill.registry import Registry
 
+#: the one pixel normalisation of every network here: x = (u8 / 255 − MEAN) / STD (students, teachers, ONNX)
+MEAN, STD = 0.5, 0.25
+
 PREPROCESS: Registry = Registry("preprocess mode")
 
 

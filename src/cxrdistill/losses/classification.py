@@ -6,12 +6,6 @@ from cxrdistill.registry import Registry
 CLS_LOSSES: Registry = Registry("classification loss")
 
 
-def masked_mean(values, mask):
-    """Mean of ``values`` over entries where ``mask`` is true (0 when nothing is labelled)."""
-    m = mask.to(values.dtype)
-    return (values * m).sum() / m.sum().clamp_min(1.0)
-
-
 @CLS_LOSSES.register("bce")
 class MaskedBCE:
     """Binary cross-entropy per label, averaged over labelled entries; optional per-sample weights."""

@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from cxrdistill.errors import CxrError, InputError
 from cxrdistill.registry import Registry
@@ -41,7 +40,7 @@ _preset("resnet10t", "resnet10t", None, "4.9 M params; CPU, more capacity")
 _preset("efficientnet_b0", "efficientnet_b0", None, "4.0 M params; CPU or GPU")
 # GPU-sized (real CheXpert / MIMIC at 224–512 px)
 _preset("densenet121", "densenet121", 1024, "7 M params; GPU")
-_preset("densenet169", "densenet169", 1024, "12.5 M params; GPU; the reference study's student (seed 000)")
+_preset("densenet169", "densenet169", 1024, "12.5 M params; GPU; the student of the reference GPU study")
 _preset("resnet50", "resnet50", 1024, "23.5 M params; GPU")
 _preset("convnext_tiny", "convnext_tiny", 1024, "28 M params; GPU")
 
@@ -86,11 +85,6 @@ def create_student(name: str, teacher_shape, *, weights: str | Path | None = Non
     return CxrNet(spec.backbone, in_chans=in_chans, embed_dim=math.prod(tshape),
                   proj_hidden=proj_hidden if proj_hidden is not None else spec.proj_hidden,
                   weights=str(weights) if weights else None, backbone_kwargs=backbone_kwargs)
-
-
-def describe_students() -> list[dict[str, Any]]:
-    """The presets as rows (name, backbone, note) for docs and ``--help``."""
-    return [{"name": n, **STUDENTS.create(n).__dict__} for n in STUDENTS.names()]
 
 
 def load_for_finetune(path: str | Path, num_classes: int, head_on: str | None = None,

@@ -1,4 +1,5 @@
-"""Pretraining regimes for chest X-ray backbones (seed 003, Awatramani et al.): random, ImageNet (a local timm-named
+"""Pretraining regimes for chest X-ray backbones (after Awatramani et al., "In-domain Model Pre-training for
+Chest X-Rays"): random, ImageNet (a local timm-named
 file), in-domain supervised pretraining (view, sex, age) and Barlow Twins; fine-tuning for pathologies under any label
 policy with optional auxiliary heads; and the init × label policy × aux × seed grid with one results table.
 

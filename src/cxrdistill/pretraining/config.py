@@ -37,7 +37,7 @@ class PretrainConfig(_Strict):
                                                                    weight_decay=1e-4, progress=False))
 
 
-class FinetuneConfig(_Strict):
+class PretrainFinetuneConfig(_Strict):
     """Pathology fine-tuning from any initialisation, under any label policy, with optional auxiliary heads."""
 
     init: str = Field("random", description="random | imagenet | imagenet:FILE | checkpoint:PATH")
@@ -85,8 +85,8 @@ class GridConfig(_Strict):
     finetune_epochs: int | None = Field(2, ge=1)
     pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
     barlow_multi_instance: Literal["none", "patient", "study"] = Field(
-        "patient", description="multi-instance pairs for the grid's Barlow Twins (as seed 003)")
-    finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
+        "patient", description="multi-instance pairs for the grid's Barlow Twins (as Awatramani et al.)")
+    finetune: PretrainFinetuneConfig = Field(default_factory=PretrainFinetuneConfig)
     n_boot: int = Field(1000, ge=0, description="bootstrap replicates of the summary table's CIs")
     plots: bool = True
 

@@ -2,11 +2,21 @@
 with the table), split rows, positive pairs for multi-instance self-supervision, and extra per-item arrays."""
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import numpy as np
 
 from cxrdistill.errors import InputError
+from cxrdistill.images.preprocess import MEAN, STD
+
+
+def cohort_fingerprint(df, pixels, rows) -> str:
+    """A short hash of the image ids and pixel array shape (identifies a run's inputs for resume checks)."""
+    h = hashlib.sha256()
+    h.update("\n".join(df["image_id"].astype(str)).encode("utf-8"))
+    h.update(repr((tuple(pixels.shape), int(len(rows)))).encode())
+    return h.hexdigest()[:16]
 
 
 def resolve_images(images: Any, df) -> tuple[Any, np.ndarray]:
@@ -79,7 +89,7 @@ class PairDataset:
     deterministically in (seed, epoch, item) — else a second augmentation of the same image."""
 
     def __init__(self, pixels, rows, augment, partners: list[np.ndarray] | None = None, seed: int = 0,
-                 mean: float = 0.5, std: float = 0.25):
+                 mean: float = MEAN, std: float = STD):
         from cxrdistill.images.augment import build_augment
 
         self.pixels = pixels

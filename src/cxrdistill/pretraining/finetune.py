@@ -1,7 +1,8 @@
-"""Pathology fine-tuning for the pretraining study (seed 003 §4.2, §5.2–5.4): any initialisation (``inits``), any
-label policy (``cohorts.policies``: U-Ignore, U-Zeros, U-Ones, per-label mixes), weight decay, and optional auxiliary
-heads that predict view / sex / age from the same features (the seed's auxiliary losses). Train and validation loss
-are logged every epoch (``history.json``, ``loss_curves.png``) because overfitting is the seed's main observation.
+"""Pathology fine-tuning for the pretraining study (Awatramani et al., §4.2, §5.2–5.4): any initialisation
+(``inits``), any label policy (``cohorts.policies``: U-Ignore, U-Zeros, U-Ones, per-label mixes), weight decay, and
+optional auxiliary heads that predict view / sex / age from the same features (the paper's auxiliary losses). Train
+and validation loss are logged every epoch (``history.json``, ``loss_curves.png``) because overfitting is the
+paper's main observation.
 
 Scoring uses one label definition for every run (``eval_policy``, U-Ignore by default), so that runs trained under
 different policies are compared on the same labels; synthetic cohorts are also scored against the ground truth.
@@ -18,7 +19,7 @@ from torch import nn
 
 from cxrdistill.errors import InputError
 from cxrdistill.storage.io import clean_json, write_json, write_table
-from cxrdistill.pretraining.config import FinetuneConfig, coerce_config
+from cxrdistill.pretraining.config import PretrainFinetuneConfig, coerce_config
 from cxrdistill.training.method import METHODS, Method
 
 
@@ -118,7 +119,7 @@ def finished(out: Path, name: str, stage: str, cfg, inputs: dict[str, Any]) -> d
         return None
 
 
-def targets_for(cfg: FinetuneConfig, df, tasks: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+def targets_for(cfg: PretrainFinetuneConfig, df, tasks: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """(training targets: ``cfg.label_policy`` with blanks per ``cfg.blank``; scoring and validation targets:
     ``cfg.eval_policy`` with blanks negative) — float32 (N, K), NaN = ignored."""
     from cxrdistill.cohorts.policies import build_targets
@@ -138,7 +139,7 @@ def changed(out: Path, stage: str, cfg, inputs: dict[str, Any]) -> bool:
         return True
 
 
-def finetune(cfg: FinetuneConfig | dict | None, cohort_df, images, out: str | Path, *, fresh: bool = False,
+def finetune(cfg: PretrainFinetuneConfig | dict | None, cohort_df, images, out: str | Path, *, fresh: bool = False,
              reuse: bool = True, log: Callable[[str], None] | None = None, cache_dir: str | Path | None = None,
              plot: bool = True, restart_changed: bool = False) -> dict[str, Any]:
     """Fine-tune on the cohort's ``train`` split (best epoch by ``val``), then predict and score ``eval_split``.
@@ -151,16 +152,15 @@ def finetune(cfg: FinetuneConfig | dict | None, cohort_df, images, out: str | Pa
     """
     from cxrdistill.cohorts.policies import describe_policy
     from cxrdistill.models.network import count_params, save_model
-    from cxrdistill.pretraining.data import WithArrays, image_size, resolve_images, split_rows
+    from cxrdistill.pretraining.data import WithArrays, cohort_fingerprint, image_size, resolve_images, split_rows
     from cxrdistill.pretraining.inits import build_init, init_fingerprint
     from cxrdistill.pretraining.methods.supervised_meta import age_stats, meta_targets
-    from cxrdistill.pretraining.pretrain import cohort_fingerprint
     from cxrdistill.training.inputs import MEAN, STD, ImageBatches, default_tasks
     from cxrdistill.training.predict import attach_metrics, auc_summary, model_outputs, predictions_table
     from cxrdistill.training.runs import RunLog, prepare_run_dir
     from cxrdistill.training.trainer import Trainer
 
-    cfg = coerce_config(FinetuneConfig, cfg)
+    cfg = coerce_config(PretrainFinetuneConfig, cfg)
     out = Path(out)
     df = cohort_df.reset_index(drop=True)
     pixels, rows = resolve_images(images, df)

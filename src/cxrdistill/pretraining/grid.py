@@ -1,4 +1,4 @@
-"""The pretraining study grid (seed 003, Figure 6): ``init × label policy × auxiliary heads × seeds`` fine-tuned on a
+"""The pretraining study grid (Awatramani et al., Figure 6): ``init × label policy × auxiliary heads × seeds`` fine-tuned on a
 downstream cohort, after in-domain pretraining (``supervised`` / ``barlow``) on a *separate* pretraining cohort.
 
 One call, :func:`run_grid`, writes into ``out_dir``:

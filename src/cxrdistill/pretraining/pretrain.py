@@ -4,21 +4,13 @@ init, ``cxrdistill finetune --init PATH``) or student (``--set student.weights=â
 checkpoint init) can start from it."""
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any, Callable
 
 from cxrdistill.errors import InputError
+from cxrdistill.images.preprocess import MEAN, STD
 from cxrdistill.storage.io import clean_json, write_json
 from cxrdistill.pretraining.config import PretrainConfig, coerce_config
-
-
-def cohort_fingerprint(df, pixels, rows) -> str:
-    """A short hash of the image ids and pixel array shape (identifies a run's inputs for resume checks)."""
-    h = hashlib.sha256()
-    h.update("\n".join(df["image_id"].astype(str)).encode("utf-8"))
-    h.update(repr((tuple(pixels.shape), int(len(rows)))).encode())
-    return h.hexdigest()[:16]
 
 
 def pretrain(cfg: PretrainConfig | dict | None, cohort_df, images, out: str | Path, *, run_dir: str | Path | None = None,
@@ -35,7 +27,7 @@ def pretrain(cfg: PretrainConfig | dict | None, cohort_df, images, out: str | Pa
 
     from cxrdistill.models.network import count_params, save_model
     from cxrdistill.pretraining.finetune import changed, finished
-    from cxrdistill.pretraining.data import image_size, resolve_images, train_val_rows
+    from cxrdistill.pretraining.data import cohort_fingerprint, image_size, resolve_images, train_val_rows
     from cxrdistill.pretraining.inits import build_init, init_fingerprint
     from cxrdistill.pretraining.methods import PRETRAINERS
     from cxrdistill.training.runs import RunLog, prepare_run_dir
@@ -77,7 +69,7 @@ def pretrain(cfg: PretrainConfig | dict | None, cohort_df, images, out: str | Pa
     meta = {"pretrain": clean_json({"method": cfg.method, "backbone": net.config["backbone"],
                                     "image_size": image_size(pixels), "init": init_info, "n_train": int(len(tr)),
                                     "n_val": int(len(va)), "epochs": len(hist), "best_epoch": trainer.best_epoch,
-                                    "mean": 0.5, "std": 0.25, **recipe.meta})}
+                                    "mean": MEAN, "std": STD, **recipe.meta})}
     summary: dict[str, Any] = {}
     if trainer.dist.is_main:
         save_model(net, out, **meta)

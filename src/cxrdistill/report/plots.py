@@ -87,23 +87,6 @@ def bar_compare(values: dict[str, dict[str, float]], ylabel: str, title: str = "
     return fig
 
 
-def scatter_tradeoff(points: dict[str, tuple[float, float]], xlabel: str, ylabel: str, title: str = "",
-                     front: list[str] | None = None):
-    """Labelled scatter (e.g. overall AUC against AUC gap), with an optional Pareto front drawn through points."""
-    fig, ax = plt.subplots(figsize=(5, 4))
-    for i, (name, (x, y)) in enumerate(points.items()):
-        ax.scatter([x], [y], color=PALETTE[i % 7], s=40, zorder=3)
-        ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
-    if front:
-        pts = sorted(points[n] for n in front if n in points)
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], color="#888", ls="--", lw=1)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    return fig
-
-
 def loss_curves(histories: dict[str, list[dict]], title: str = ""):
     """Train and validation loss per epoch for several runs (overfitting shows as diverging curves)."""
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
@@ -122,20 +105,4 @@ def loss_curves(histories: dict[str, list[dict]], title: str = ""):
     ax.set_ylabel("loss")
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=7)
-    return fig
-
-
-def image_grid(images: np.ndarray, captions: list[str], cols: int = 6, title: str = ""):
-    """A contact sheet of grayscale images with captions."""
-    n = len(images)
-    rows = int(np.ceil(n / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.6, rows * 1.8))
-    for ax in np.atleast_1d(axes).ravel():
-        ax.axis("off")
-    for i, (img, cap) in enumerate(zip(images, captions)):
-        ax = np.atleast_1d(axes).ravel()[i]
-        ax.imshow(img, cmap="gray", vmin=0, vmax=255)
-        ax.set_title(cap, fontsize=6)
-    if title:
-        fig.suptitle(title, fontsize=10)
     return fig

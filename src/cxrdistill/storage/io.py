@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -42,6 +43,12 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs: Any):
     with atomic_path(path) as tmp:
         with open(tmp, mode, **kwargs) as fh:
             yield fh
+
+
+def stable_hash(obj: Any) -> str:
+    """A short, stable key of a JSON-able configuration (sha256 of its sorted JSON, 16 hex digits): the cache and
+    resume key of runs and study stages."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def write_json(obj: Any, path: str | os.PathLike) -> None:

@@ -46,9 +46,23 @@ _WRITER_RE = re.compile(r"^[A-Za-z0-9_.]{1,64}$")
 _CHUNK_RE = re.compile(r"^([A-Za-z0-9_.]{1,64})-(\d{6,})$")
 
 
+#: the steps of a chunk write at which the crash-safety tests kill the writer
+FAILPOINTS = ("after_tmp", "after_npy", "after_ids", "after_manifest")
+_kill_at: str | None = None  # set only by kill_at_for_testing(); never from the environment or a configuration
+
+
+def kill_at_for_testing(step: str | None) -> None:
+    """Testing hook of the crash-safety tests: from now on, this process kills itself (SIGKILL) when a chunk write
+    reaches ``step`` (one of :data:`FAILPOINTS`); ``None`` turns it off. Nothing in cxrdistill calls it: only a
+    test's writer process does, so no environment variable or option can trigger it by accident."""
+    global _kill_at
+    if step is not None and step not in FAILPOINTS:
+        raise ValueError(f"unknown failpoint {step!r}; choose one of {', '.join(FAILPOINTS)}")
+    _kill_at = step
+
+
 def _failpoint(name: str) -> None:
-    """Test hook: ``CXRDISTILL_STORE_FAILPOINT=<name>`` kills the process (SIGKILL) at that step of a chunk write."""
-    if os.environ.get("CXRDISTILL_STORE_FAILPOINT") == name:
+    if _kill_at == name:
         import signal
 
         os.kill(os.getpid(), signal.SIGKILL)

@@ -52,9 +52,9 @@ class SplitCfg(_M):
 
 
 def _pretrain_cfg():
-    from cxrdistill.teachers.pretrain import PretrainConfig
+    from cxrdistill.teachers.pretrain import TeacherPretrainConfig
 
-    return PretrainConfig
+    return TeacherPretrainConfig
 
 
 class TeacherCfg(_M):

@@ -5,7 +5,6 @@ own process with ``cores / jobs`` threads (on a CPU, two single-threaded trainin
 threads; README, "Stages at once")."""
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -15,11 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from cxrdistill.errors import CxrError
-from cxrdistill.storage.io import write_json
-
-
-def stable_hash(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+from cxrdistill.storage.io import stable_hash, write_json
 
 
 @dataclass

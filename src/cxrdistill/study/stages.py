@@ -12,10 +12,6 @@ from cxrdistill.study.engine import Stage, StudyContext
 from cxrdistill.training.run_config import deep_merge
 
 
-def _cfg(ctx: StudyContext):
-    return ctx.cfg
-
-
 def _dump(m) -> Any:
     return json.loads(m.model_dump_json()) if hasattr(m, "model_dump_json") else m
 
@@ -101,10 +97,10 @@ def _images(ctx: StudyContext, df):
 
 # ------------------------------------------------------------------------------------------------ teacher
 def _pretrain_config(ctx: StudyContext):
-    from cxrdistill.teachers.pretrain import PretrainConfig
+    from cxrdistill.teachers.pretrain import TeacherPretrainConfig
 
     base = {"size": ctx.cfg.size}
-    return PretrainConfig.model_validate({**base, **ctx.cfg.teacher.pretrain})
+    return TeacherPretrainConfig.model_validate({**base, **ctx.cfg.teacher.pretrain})
 
 
 def stage_teacher(ctx: StudyContext) -> dict:
@@ -419,7 +415,7 @@ def stage_fair_distill(ctx: StudyContext) -> dict:
     from cxrdistill.fairkd.on_cohort import cohort_from_table, run_on_cohort
     from cxrdistill.fairkd.summary import report_section
     from cxrdistill.storage.io import atomic_open
-    from cxrdistill.training.inputs import load_embeddings
+    from cxrdistill.evaluation.embedding_input import load_embeddings
 
     cfg = _fair_distill_cfg(ctx)
     out = ctx.out / "fair_distill"

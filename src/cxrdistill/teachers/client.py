@@ -28,6 +28,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from cxrdistill.errors import CxrError, InputError
+from cxrdistill.progress import Progress
 from cxrdistill.registry import Registry
 from cxrdistill.teachers import wire
 from cxrdistill.teachers.local import Teacher, TeacherInfo, resolve_teacher
@@ -456,44 +457,6 @@ async def _extract(backend, items: list[tuple[str, Path]], store: _Sink, *, batc
     return state["done"]
 
 
-class _Progress:
-    """A rich progress bar with rate and ETA on a terminal; quiet otherwise."""
-
-    def __init__(self, enabled: bool, total: int, desc: str, start: int = 0):
-        import sys
-
-        self.enabled = enabled and sys.stderr.isatty()
-        self.total, self.desc, self.start = total, desc, start
-        self._p = self._task = None
-
-    def __enter__(self):
-        if self.enabled:
-            from rich.console import Console
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn,
-                                       TimeElapsedColumn, TimeRemainingColumn)
-            from rich.text import Text
-
-            class Rate(ProgressColumn):
-                def render(self, task) -> Text:
-                    return Text(f"{task.speed:6.1f} img/s" if task.speed else "     … img/s",
-                                style="progress.data.speed")
-
-            self._p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), Rate(),
-                               TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                               console=Console(stderr=True))
-            self._p.__enter__()
-            self._task = self._p.add_task(self.desc, total=self.total, completed=self.start)
-        return self
-
-    def advance(self, n: int) -> None:
-        if self._p is not None:
-            self._p.advance(self._task, n)
-
-    def __exit__(self, *exc):
-        if self._p is not None:
-            self._p.__exit__(*exc)
-
-
 def embed_cohort(teacher: "str | Teacher", cohort: str | os.PathLike, images_root: str | os.PathLike,
                  out: str | os.PathLike, *,
                  concurrency: int = 4, batch_size: int = 32, size: int | None = None, mode: str = "resize",
@@ -559,7 +522,8 @@ async def _embed_items(teacher, items, out, *, concurrency, batch_size, size, mo
         pending = [it for it in items if it[0] not in store]
         result = EmbedResult(store=str(out), total=len(items), already=len(items) - len(pending),
                              teacher=info.to_dict())
-        with _Progress(progress, len(items), "embedding", start=result.already) as bar:
+        with Progress(progress, unit="img") as bar:
+            bar.start("embedding", len(items), done=result.already)
             skipped: list = []
             try:
                 coro = _extract(backend, pending, store, batch_size=batch_size, concurrency=concurrency, size=px,

@@ -14,12 +14,12 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from cxrdistill.errors import CxrError, InputError
+from cxrdistill.images.preprocess import MEAN, STD
 from cxrdistill.registry import Registry
 
 TEACHERS: Registry = Registry("teacher kind")
 
 #: pixel normalisation used when a checkpoint does not say otherwise (the same as ``images.dataset.CxrDataset``)
-DEFAULT_MEAN, DEFAULT_STD = 0.5, 0.25
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ class TorchTeacher:
     ``chunk`` bounds the forward batch, so a large request never needs more memory than ``chunk`` images.
     """
 
-    def __init__(self, model, info: TeacherInfo, mean: float = DEFAULT_MEAN, std: float = DEFAULT_STD,
+    def __init__(self, model, info: TeacherInfo, mean: float = MEAN, std: float = STD,
                  chunk: int = 64, device: str = "cpu"):
         import torch
 
@@ -145,8 +145,8 @@ def torch_teacher(arg: str, *, image_size: int | None = None, device: str = "cpu
                        version=str(tmeta.get("version") or file_digest(path)), embedding_shape=shape,
                        dtype="float32", image_size=size,
                        extra={k: tmeta[k] for k in ("tasks", "backbone", "scenario") if k in tmeta})
-    return TorchTeacher(model, info, mean=float(tmeta.get("mean", DEFAULT_MEAN)),
-                        std=float(tmeta.get("std", DEFAULT_STD)), chunk=chunk, device=device)
+    return TorchTeacher(model, info, mean=float(tmeta.get("mean", MEAN)),
+                        std=float(tmeta.get("std", STD)), chunk=chunk, device=device)
 
 
 @TEACHERS.register("timm")

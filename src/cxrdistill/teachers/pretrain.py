@@ -18,13 +18,13 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from cxrdistill.errors import CxrError
+from cxrdistill.images.preprocess import MEAN, STD
 
 TEACHER_NAME = "cxrdistill-synth-teacher"
 #: pixel normalisation of the teacher's input — the same as images.dataset.CxrDataset's default
-MEAN, STD = 0.5, 0.25
 
 
-class PretrainConfig(BaseModel):
+class TeacherPretrainConfig(BaseModel):
     """Settings of ``cxrdistill teacher pretrain`` (unknown keys are errors)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -58,7 +58,7 @@ def _patient_split(patients: np.ndarray, frac: float, seed: int) -> np.ndarray:
     return np.fromiter((p in val_p for p in patients), dtype=bool, count=len(patients))
 
 
-def _check_run_dir(run_dir: Path, cfg: PretrainConfig) -> None:
+def _check_run_dir(run_dir: Path, cfg: TeacherPretrainConfig) -> None:
     """A run dir resumes only the run it was made for: its config is recorded, and another config is refused."""
     import json
 
@@ -76,14 +76,14 @@ def _check_run_dir(run_dir: Path, cfg: PretrainConfig) -> None:
         write_json(want, rec)
 
 
-def render_pretraining_cohort(cfg: PretrainConfig):
+def render_pretraining_cohort(cfg: TeacherPretrainConfig):
     """(uint8 images (n, size, size), metadata DataFrame) of the synthetic pretraining cohort."""
     from cxrdistill import synth
 
     return synth.render_batch(cfg.n, cfg.size, cfg.seed, cfg.scenario, workers=cfg.workers)
 
 
-def pretrain_teacher(out: str | Path, cfg: PretrainConfig | None = None, *, run_dir: str | Path | None = None,
+def pretrain_teacher(out: str | Path, cfg: TeacherPretrainConfig | None = None, *, run_dir: str | Path | None = None,
                      progress: bool = True, log: Callable[[str], None] | None = None) -> dict:
     """Render the pretraining cohort, train the teacher, save it to ``out``; return a summary (times, AUCs, size).
 
@@ -99,7 +99,7 @@ def pretrain_teacher(out: str | Path, cfg: PretrainConfig | None = None, *, run_
     from cxrdistill.training.methods.teacher_pretrain import PretrainNet, TeacherPretrain
     from cxrdistill.training.trainer import Trainer, TrainConfig
 
-    cfg = cfg or PretrainConfig()
+    cfg = cfg or TeacherPretrainConfig()
     log = log or (lambda s: None)
     out = Path(out)
     if run_dir is not None:

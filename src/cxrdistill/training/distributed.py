@@ -45,17 +45,6 @@ def barrier(info: DistInfo) -> None:
         dist.barrier()
 
 
-def broadcast_object(obj, info: DistInfo):
-    """Send a picklable object from rank 0 to every rank (only our own in-memory objects, never files)."""
-    if not info.enabled:
-        return obj
-    import torch.distributed as dist
-
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
 def all_reduce_sum(t):
     """``t`` summed over the ranks of an initialised process group (``t`` itself when there is none)."""
     import torch.distributed as dist

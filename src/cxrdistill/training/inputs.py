@@ -13,9 +13,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from cxrdistill.errors import CxrError, InputError
-
-#: pixel normalisation shared with ``images.dataset.CxrDataset`` and ``teachers.local.TorchTeacher``
-MEAN, STD = 0.5, 0.25
+from cxrdistill.images.preprocess import MEAN, STD
 
 
 class ImageBatches:
@@ -78,23 +76,6 @@ class ImageBatches:
 
 
 # ---------------------------------------------------------------------------------------------------- cohort
-def load_cohort(path: str | os.PathLike):
-    """The cohort table with string ``image_id`` (unique) — the one every stage of a run reads."""
-    from cxrdistill.storage.io import read_table
-
-    df = read_table(path, dtype={"image_id": str, "patient_id": str, "study_id": str})
-    if "image_id" not in df.columns:
-        raise InputError("cohort has no image_id column", path=path, column="image_id",
-                         hint="build cohorts with `cxrdistill cohort import` or `cxrdistill synth`")
-    df = df.copy()
-    df["image_id"] = df["image_id"].astype(str)
-    dup = df["image_id"].duplicated()
-    if dup.any():
-        raise InputError(f"image_id {df['image_id'][dup].iloc[0]!r} appears more than once", path=path,
-                         column="image_id", hint="one row per image")
-    return df.reset_index(drop=True)
-
-
 def split_index(df, split: str, path=None, required: bool = True) -> np.ndarray:
     """Row positions of ``split`` (train/val/test); empty or missing is an error when ``required``."""
     if "split" not in df.columns:
@@ -155,39 +136,6 @@ def image_cache(df, images_root: str | os.PathLike, size: int, cache_root: str |
 
 
 # ---------------------------------------------------------------------------------------------------- embeddings
-def is_store(path: str | os.PathLike) -> bool:
-    return Path(path).is_dir() and (Path(path) / "manifest.json").exists()
-
-
-def load_embeddings(source: str | os.PathLike, ids: Sequence[str]) -> tuple[np.ndarray, dict]:
-    """Embeddings of ``ids`` in that order, (N, D) or (N, T, D), and the teacher's info.
-
-    ``source``: an embedding store (``cxrdistill embed`` / ``embeddings import``), or a .npy (+ ids) / .npz /
-    table with ``emb_*`` columns. Ids without an embedding are an error that says how many and which.
-    """
-    ids = [str(i) for i in ids]
-    if is_store(source):
-        from cxrdistill.storage.store import EmbeddingStore
-
-        st = EmbeddingStore.open(source)
-        miss = st.missing(ids)
-        if miss:
-            raise InputError(f"{len(miss)} of {len(ids)} cohort images have no embedding in the store, e.g. "
-                             f"{miss[:3]}", path=source,
-                             hint="embed them first (`cxrdistill embed` resumes where it stopped)")
-        return st.get(ids), {**dict(st.info), "shape": list(st.item_shape), "source": str(source)}
-    from cxrdistill.evaluation.embedding_input import load_embeddings as load_any
-
-    have, X = load_any(source)
-    pos = {i: k for k, i in enumerate(have)}
-    miss = [i for i in ids if i not in pos]
-    if miss:
-        raise InputError(f"{len(miss)} of {len(ids)} cohort images have no embedding, e.g. {miss[:3]}", path=source,
-                         hint="the embeddings must cover every image of the splits used")
-    X = X[[pos[i] for i in ids]].astype(np.float32)
-    return X, {"shape": list(X.shape[1:]), "source": str(source)}
-
-
 def check_finite(a: np.ndarray, what: str, path=None) -> None:
     bad = ~np.isfinite(np.asarray(a, dtype=np.float32).reshape(len(a), -1)).all(1)
     if bad.any():

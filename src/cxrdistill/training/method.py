@@ -9,9 +9,9 @@ from typing import Any
 
 from cxrdistill.registry import Registry
 
-# every package that registers methods; loaded on first lookup so that `--method NAME` reaches all of them
-METHODS: Registry = Registry("training method", plugins=("cxrdistill.training.methods", "cxrdistill.fairness",
-                                                        "cxrdistill.fairkd", "cxrdistill.pretraining.methods"))
+# every package with a ``methods`` module registers its methods here (fairness, fairkd, pretraining, training);
+# found and imported on the first lookup, so that `--method NAME` reaches all of them without training naming them
+METHODS: Registry = Registry("training method", discover="methods")
 
 
 def family_register(family: Registry, prefix: str, name: str):

@@ -1,4 +1,4 @@
-"""Scores and embeddings from trained models, written as the predictions table of the GUIDE:
+"""Scores and embeddings from trained models, written as the predictions table that every evaluator reads:
 ``image_id``, attribute columns, and per task ``y_T`` (0/1, blank = unknown), ``p_T`` (probability) and, for
 synthetic cohorts, ``ytrue_T`` (ground truth). Optionally one row per study (max over its views)."""
 from __future__ import annotations

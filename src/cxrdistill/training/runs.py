@@ -18,6 +18,8 @@ import numpy as np
 
 from cxrdistill.errors import CxrError, InputError
 from cxrdistill.storage.io import atomic_open, clean_json, write_json, write_table
+from cxrdistill.cohorts.validate import load_cohort
+from cxrdistill.evaluation.embedding_input import load_embeddings
 from cxrdistill.training import inputs as I
 from cxrdistill.training.run_config import DistillConfig, FinetuneConfig, ProbeConfig, to_yaml
 
@@ -141,12 +143,12 @@ def run_distill(cfg: DistillConfig, cohort: str | Path, images_root: str | Path 
     out = prepare_run_dir(out, "distill", cfg, {"cohort": cohort, "images_root": images_root,
                                                  "embeddings": embeddings, "attribute": attribute}, fresh)
     log = RunLog(out, quiet)
-    df = I.load_cohort(cohort)
+    df = load_cohort(cohort, check="ids")
     tr = I.split_index(df, "train", cohort)
     va = I.split_index(df, "val", cohort, required=False)
     use = np.concatenate([tr, va])
     ids = df["image_id"].iloc[use].tolist()
-    T, tinfo = I.load_embeddings(embeddings, ids)
+    T, tinfo = load_embeddings(embeddings, ids)
     I.check_finite(T, "teacher embeddings", embeddings)
     tshape = tuple(T.shape[1:])
     tgt_shape = target_shape(tshape, cfg.student.token_mode)
@@ -260,7 +262,7 @@ def run_probe(cfg: ProbeConfig, cohort: str | Path, out: str | Path, *, embeddin
     out = prepare_run_dir(out, "probe", cfg, {"cohort": cohort, "embeddings": embeddings, "model": model,
                                                "images_root": images_root}, fresh)
     log = RunLog(out, quiet)
-    df = I.load_cohort(cohort)
+    df = load_cohort(cohort, check="ids")
     tasks = I.default_tasks(df, cfg.tasks, cohort)
     Y = I.targets(df, tasks, cfg.label_policy)
     tr = I.split_index(df, "train", cohort)
@@ -306,7 +308,7 @@ def _embeddings_for(df, use, embeddings, model, images_root, size, cache_dir, ou
     (then also saved as an embedding store in ``out/embeddings`` for the feature audit)."""
     ids = df["image_id"].iloc[use].tolist()
     if embeddings is not None:
-        X, info = I.load_embeddings(embeddings, ids)
+        X, info = load_embeddings(embeddings, ids)
         return np.asarray(X, dtype=np.float32), info
     from cxrdistill.models.network import load_model
     from cxrdistill.training.predict import model_outputs
@@ -362,7 +364,7 @@ def run_evaluate(cohort: str | Path, out: str | Path, *, split: str | None = "te
                                              predictions_table)
 
     out = Path(out)
-    df = I.load_cohort(cohort)
+    df = load_cohort(cohort, check="ids")
     idx = I.split_index(df, split, cohort) if split else np.arange(len(df))
     rows_df = df.iloc[idx]
     ids = rows_df["image_id"].tolist()
@@ -386,7 +388,7 @@ def run_evaluate(cohort: str | Path, out: str | Path, *, split: str | None = "te
             scores = 1 / (1 + np.exp(-model_outputs(net, data, "logits").astype(np.float64)))
             tasks = list(sm.get("tasks") or [])
     else:
-        X, _ = I.load_embeddings(embeddings, ids)
+        X, _ = load_embeddings(embeddings, ids)
         scores = head_scores(hd, np.asarray(X, dtype=np.float32))
     if not tasks or len(tasks) != scores.shape[1]:
         raise InputError(f"the model has {scores.shape[1]} outputs but its task list is missing or different",
@@ -439,7 +441,7 @@ def run_finetune(cfg: FinetuneConfig, cohort: str | Path, images_root: str | Pat
 
     out = prepare_run_dir(out, "finetune", cfg, {"cohort": cohort, "images_root": images_root}, fresh)
     log = RunLog(out, quiet)
-    df = I.load_cohort(cohort)
+    df = load_cohort(cohort, check="ids")
     tasks = I.default_tasks(df, cfg.tasks, cohort)
     Y = I.targets(df, tasks, cfg.label_policy)
     tr = I.split_index(df, "train", cohort)

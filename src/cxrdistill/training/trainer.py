@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Literal
@@ -18,6 +17,7 @@ from typing import Any, Callable, Iterable, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from cxrdistill.errors import CxrError
+from cxrdistill.progress import Progress
 from cxrdistill.storage.io import atomic_open
 from cxrdistill.storage.checkpoint import load_state, save_state, save_weights
 from cxrdistill.training.distributed import DistInfo, barrier, init_distributed
@@ -307,7 +307,7 @@ class Trainer:
         if self.resume and self.ckpt_path and self.ckpt_path.exists():
             self._load(load_state(self.ckpt_path))
             self.log(f"resumed from {self.ckpt_path} after epoch {self.epoch}")
-        progress = _Progress(self.cfg.progress and self.dist.is_main)
+        progress = Progress(self.cfg.progress and self.dist.is_main, loss=True, transient=True)
         try:
             with progress:
                 while self.epoch < self.cfg.epochs and not self.stopped_early:
@@ -354,7 +354,7 @@ class Trainer:
         count = 0
         accum = self.cfg.grad_accum
         max_micro = self.steps_per_epoch * accum
-        task = progress.start(f"epoch {epoch + 1}/{self.cfg.epochs}", self.steps_per_epoch)
+        progress.start(f"epoch {epoch + 1}/{self.cfg.epochs}", self.steps_per_epoch)
         self.optimizer.zero_grad(set_to_none=True)
         micro = 0
         n_seen = 0
@@ -390,7 +390,7 @@ class Trainer:
                     self.scheduler.step()
                 self.global_step += 1
                 self.method.on_step_end(self.global_step, self)
-                progress.advance(task, float(loss.detach()))
+                progress.advance(loss=float(loss.detach()))
         out = {f"train_{k}" if k != "loss" else "train_loss": v / max(count, 1) for k, v in sums.items()}
         out["train_samples"] = n_seen
         return out
@@ -466,35 +466,3 @@ def _bs(batch: dict) -> int:
         if hasattr(v, "shape") and len(v.shape) > 0:
             return int(v.shape[0])
     return 1
-
-
-class _Progress:
-    """A rich progress bar (rate, ETA) when enabled and attached to a terminal; silent otherwise."""
-
-    def __init__(self, enabled: bool):
-        import sys
-
-        self.enabled = enabled and sys.stderr.isatty() and os.environ.get("CI") is None
-        self._p = None
-
-    def __enter__(self):
-        if self.enabled:
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn)
-
-            self._p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                               TextColumn("loss {task.fields[loss]:.4f}"), TimeRemainingColumn(), transient=True)
-            self._p.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        if self._p is not None:
-            self._p.__exit__(*exc)
-
-    def start(self, desc: str, total: int):
-        if self._p is None:
-            return None
-        return self._p.add_task(desc, total=total, loss=float("nan"))
-
-    def advance(self, task, loss: float) -> None:
-        if self._p is not None and task is not None:
-            self._p.update(task, advance=1, loss=loss)

@@ -1,5 +1,5 @@
 """FairDi — Fair Distillation (Masroor et al. 2024, "Fair Distillation: Teaching Fairness from Biased Teachers in
-Medical Imaging", arXiv 2411.11939; seed 001). The paper has no public code and its exact loss is not public; this
+Medical Imaging", arXiv 2411.11939). The paper has no public code and its exact loss is not public; this
 is our configurable reading of its three steps (Fig. 2):
 
 0. **pretrain** one model on all training data with the FIS loss (``pretrain_loss="fis"``, or ``"erm"``);

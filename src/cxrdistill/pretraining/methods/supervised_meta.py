@@ -1,4 +1,4 @@
-"""In-domain supervised pretraining on image metadata (seed 003, §4.1/§4.3): predict the view (frontal vs lateral,
+"""In-domain supervised pretraining on image metadata (Awatramani et al., §4.1/§4.3): predict the view (frontal vs lateral,
 AP vs PA) and the patient's sex with binary cross-entropy and the age with a smooth L1 loss — each target masked where
 it is unknown (a lateral image has no AP/PA; a missing sex or age is not a label). The same targets serve as the
 auxiliary heads of fine-tuning (``pretraining.finetune``)."""

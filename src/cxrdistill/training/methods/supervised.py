@@ -47,9 +47,10 @@ def classification_metrics(scores: dict[str, Any]) -> dict[str, float]:
     return {k: (float(v) if v is not None else float(np.nan)) for k, v in out.items()}
 
 
-@METHODS.register("supervised")
+@METHODS.register("classify")
 class Supervised(Method):
-    """Multi-label classification with a masked loss (BCE by default, AUC-margin when registered)."""
+    """Multi-label classification with a masked loss (BCE by default, AUC-margin when registered); ``classify`` in
+    ``METHODS`` (``supervised`` names the in-domain pretraining recipe of ``PRETRAINERS``)."""
 
     monitor = "val_auc"
     monitor_mode = "max"

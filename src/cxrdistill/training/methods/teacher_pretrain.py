@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cxrdistill.images.preprocess import MEAN, STD
 from cxrdistill.losses.classification import CLS_LOSSES
 from cxrdistill.training.method import METHODS, Method
 from cxrdistill.training.methods.supervised import classification_metrics, collect_scores
@@ -99,7 +100,7 @@ class TeacherPretrain(Method):
     monitor_mode = "max"
 
     def __init__(self, contrastive: float = 0.1, kind: str = "supcon", temperature: float = 0.1, loss: str = "bce",
-                 augment: bool = True, mean: float = 0.5, std: float = 0.25):
+                 augment: bool = True, mean: float = MEAN, std: float = STD):
         if kind not in CONTRASTIVE_KINDS:
             from cxrdistill.errors import CxrError
 
