@@ -57,6 +57,31 @@ def _pretrain_cfg():
     return TeacherPretrainConfig
 
 
+class PoolCfg(_M):
+    """Images used only for distillation (an unlabelled pool): embedded once through the teacher like the cohort,
+    never labelled, never in a probe, audit or fairness stage. ``synth``: more images of the synthetic cohort's
+    population (its scenario, another seed); ``table``: a cohort table (``image_id``, ``path``; labels ignored);
+    ``dir``: every PNG/JPEG/DICOM file under a directory."""
+
+    source: Literal["none", "synth", "table", "dir"] = "none"
+    n: int = Field(0, ge=0, description="synth: images to render (e.g. 3x the labelled train split)")
+    seed: int = Field(1, description="synth: the generator's seed (differs from the cohort's, so images differ)")
+    table: str | None = Field(None, description="table: a cohort table (Parquet/CSV) with image_id and path")
+    dir: str | None = Field(None, description="dir: a directory of images (searched recursively)")
+    images_root: str | None = Field(None, description="table: the root of its paths (default: the table's folder)")
+    max_images: int | None = Field(None, ge=1, description="use at most this many (a seeded sample)")
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.source == "synth" and self.n < 1:
+            raise ValueError("distill_pool.n: give the number of images to render (source: synth)")
+        if self.source == "table" and not self.table:
+            raise ValueError("distill_pool.table: give the cohort table of the pool (source: table)")
+        if self.source == "dir" and not self.dir:
+            raise ValueError("distill_pool.dir: give the directory of the pool's images (source: dir)")
+        return self
+
+
 class TeacherCfg(_M):
     """Where the black-box teacher comes from. ``pretrain``: train the default "foundation model" on a separate
     synthetic pretraining cohort and (``serve``) query it over HTTP on loopback, exactly as a remote API."""
@@ -95,6 +120,7 @@ class AuditCfg(_M):
     n_boot: int = 500
     alpha: float = 0.05
     correction: Literal["by", "bh", "bonferroni", "none"] = "by"
+    margin: float = Field(0.02, gt=0, description="equivalence margin of 'inherited' (AUC units for AUC gaps)")
     pca_variance: float = 0.95
     modes: int | None = 4
     probe_folds: int = 3
@@ -122,6 +148,7 @@ class StudyConfig(_M):
     split: SplitCfg = SplitCfg()
     teacher: TeacherCfg = TeacherCfg()
     distill: dict[str, Any] = Field(default_factory=dict, description="`cxrdistill distill` config (distill.yaml)")
+    distill_pool: PoolCfg = PoolCfg()
     probe: dict[str, Any] = Field(default_factory=dict, description="`cxrdistill probe` config (probe.yaml)")
     finetune: StageSwitch = StageSwitch()
     audit: AuditCfg = AuditCfg()
@@ -147,6 +174,9 @@ class StudyConfig(_M):
                 make_cohort_config(self.fair_distill.options, tasks=self.tasks)
             except CxrError as e:
                 raise ValueError(str(e)) from None
+        if self.distill_pool.source == "synth" and self.cohort.source != "synth":
+            raise ValueError("distill_pool.source: synth renders more of a synthetic cohort's population; with a "
+                             f"{self.cohort.source} cohort give a table or dir of unlabelled images")
         if self.cohort.source not in ("synth", "table") and not self.cohort.reader_args:
             raise ValueError(f"cohort.reader_args: give the {self.cohort.source} files (e.g. csv: …)")
         return self
@@ -174,4 +204,4 @@ def load_config(path: str | Path | None, overrides: dict | None = None) -> Study
         m = re.match(r"([a-z_]+(?:\.[a-z_]+)*)[: ]", msg) if not err["loc"] else None
         loc = ".".join(str(x) for x in err["loc"]) or (m[1] if m else "(top level)")
         raise InputError(f"invalid config at {loc!r}: {msg}", path=path,
-                         hint="see README, 'Study configuration'") from None
+                         hint="see docs/study.md, 'Study configuration'") from None

@@ -2,7 +2,7 @@
 re-run does only what changed. A stage's record is written (atomically) only after it succeeds; a failure names the
 stage and leaves every earlier stage's outputs intact. With ``jobs > 1`` independent stages run at once, each in its
 own process with ``cores / jobs`` threads (on a CPU, two single-threaded trainings get more done than one with two
-threads; README, "Stages at once")."""
+threads; docs/study.md, "Stages at once")."""
 from __future__ import annotations
 
 import json

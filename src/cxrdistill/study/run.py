@@ -77,7 +77,7 @@ def _audit_summary(run_dir: Path, who: str) -> dict[str, Any]:
 
 
 def build_results(ctx: StudyContext) -> dict[str, Any]:
-    """The headline numbers, from the stage summaries (see README, 'results.json')."""
+    """The headline numbers, from the stage summaries (see docs/study.md, 'results.json')."""
     r = ctx.results
     cfg: StudyConfig = ctx.cfg
     res: dict[str, Any] = {"name": cfg.name, "size": cfg.size, "tasks": cfg.tasks, "attributes": cfg.attributes,
@@ -101,7 +101,11 @@ def build_results(ctx: StudyContext) -> dict[str, Any]:
         res["teacher"]["pretrain"] = (r["teacher"].get("summary") or {})
     ta, sa = res["teacher"].get("mean_auc"), res["student"].get("mean_auc")
     res["retention"] = sa / ta if ta and sa is not None else None
-    res["speedup"] = speed.get("speedup")
+    res["speedup"] = speed.get("speedup")  # the median ratio of interleaved timings (see the speed stage)
+    if speed.get("speedup_rounds"):
+        res["speedup_rounds"] = speed["speedup_rounds"]
+    if (r.get("distill") or {}).get("pool_images"):
+        res["distill_pool"] = {"images": r["distill"]["pool_images"], "train_images": r["distill"]["train_images"]}
     if "finetune" in r:
         res["student_finetuned"] = {**_mean_auc_block(r["finetune"]),
                                     "audit": _audit_summary(ctx.out, "student_finetuned")}

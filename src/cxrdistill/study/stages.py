@@ -80,11 +80,106 @@ def stage_split(ctx: StudyContext) -> dict:
 
 def stage_images(ctx: StudyContext) -> dict:
     """Decode every image once into the uint8 cache at the study's size, which every image stage then shares (so
-    that stages running at once never build it twice)."""
+    that stages running at once never build it twice); with a distillation pool, also the cache the distillation
+    stage reads (cohort and pool)."""
     import pandas as pd
 
+    from cxrdistill.training.inputs import image_cache
+
     cache, _ = _images(ctx, pd.read_parquet(ctx.out / "cohort.parquet"))
-    return {"cache": str(cache.dir), "n": len(cache)}
+    out = {"cache": str(cache.dir), "n": len(cache)}
+    if "pool" in ctx.results:
+        both = image_cache(pd.read_parquet(_distill_table(ctx)), ctx.results["cohort"]["images_root"], ctx.cfg.size,
+                           ctx.out / "cache", progress=False)
+        out.update(distill_cache=str(both.dir), distill_n=len(both))
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ distillation pool
+POOL_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom")
+
+
+def stage_pool(ctx: StudyContext) -> dict:
+    """The unlabelled distillation pool in ``pool/pool.parquet``: ids prefixed ``pool/``, absolute paths, split
+    ``pool``, no label columns (labels are never used, even where the source has them)."""
+    import numpy as np
+    import pandas as pd
+
+    from cxrdistill.storage.io import write_table
+
+    p = ctx.cfg.distill_pool
+    out = ctx.out / "pool"
+    if p.source == "synth":
+        meta = _render_pool(ctx, out / "images")
+    elif p.source == "table":
+        from cxrdistill.storage.io import read_table
+
+        meta = read_table(p.table, dtype={"image_id": str, "patient_id": str})
+        for col in ("image_id", "path"):
+            if col not in meta.columns:
+                raise CxrError(f"distill_pool.table {p.table}: no {col!r} column (a cohort table has image_id and "
+                               "path, relative to distill_pool.images_root)")
+        root = Path(p.images_root or Path(p.table).parent).resolve()
+        meta = meta.assign(path=[str(root / x) for x in meta["path"].astype(str)])
+    else:
+        root = Path(p.dir).resolve()
+        files = sorted(f for f in root.rglob("*") if f.suffix.lower() in POOL_SUFFIXES and f.is_file())
+        if not files:
+            raise CxrError(f"distill_pool.dir {root}: no image files ({', '.join(POOL_SUFFIXES)}) under it")
+        meta = pd.DataFrame({"image_id": [str(f.relative_to(root).with_suffix("")) for f in files],
+                             "path": [str(f) for f in files]})
+    if p.max_images and len(meta) > p.max_images:
+        meta = meta.sample(n=p.max_images, random_state=ctx.cfg.seed).sort_index()
+    keep = [c for c in ("sex", "age", "race", "view") if c in meta.columns]
+    ids = "pool/" + meta["image_id"].astype(str)
+    pats = ("pool/" + meta["patient_id"].astype(str)) if "patient_id" in meta.columns else ids
+    df = pd.DataFrame({"image_id": ids.to_numpy(), "patient_id": pats.to_numpy(), "path": meta["path"].to_numpy(),
+                       "frontal": True, **{c: meta[c].to_numpy() for c in keep},
+                       "split": np.full(len(meta), "pool", dtype=object)})
+    if df["image_id"].duplicated().any():
+        raise CxrError(f"distill_pool: image_id {df['image_id'][df['image_id'].duplicated()].iloc[0]!r} appears "
+                       "twice; give each pool image a unique id")
+    write_table(df, out / "pool.parquet")
+    return {"table": str(out / "pool.parquet"), "n": len(df), "source": p.source}
+
+
+def _render_pool(ctx: StudyContext, root: Path):
+    """More images of the synthetic cohort's population (its scenario, the pool's seed), as PNG files."""
+    import shutil
+
+    from PIL import Image
+
+    from cxrdistill.synth.generate import render_batch
+
+    c, p = ctx.cfg.cohort, ctx.cfg.distill_pool
+    if root.exists():
+        shutil.rmtree(root)
+    parts = []
+    images, meta = render_batch(p.n, max(ctx.cfg.size, 64), seed=p.seed, scenario=c.synth.scenario,
+                                workers=c.synth.workers)
+    for a, rel in zip(images, meta["path"]):
+        f = root / rel
+        f.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(a).save(f, format="PNG", compress_level=1)
+        parts.append(str(f))
+    ctx.log(f"[distill_pool] rendered {len(parts)} unlabelled images (seed {p.seed})")
+    return meta.assign(path=parts)
+
+
+def _distill_table(ctx: StudyContext) -> Path:
+    """The table the teacher embeds and the student distils on: the cohort, and the pool's rows when there is one
+    (written atomically, so stages that run at once may both write it)."""
+    import pandas as pd
+
+    from cxrdistill.storage.io import write_table
+
+    cohort = ctx.out / "cohort.parquet"
+    if "pool" not in ctx.results:
+        return cohort
+    out = ctx.out / "distill_cohort.parquet"
+    df = pd.concat([pd.read_parquet(cohort), pd.read_parquet(ctx.results["pool"]["table"])], ignore_index=True)
+    write_table(df, out)
+    return out
 
 
 def _images(ctx: StudyContext, df):
@@ -136,7 +231,7 @@ def stage_embed(ctx: StudyContext) -> dict:
 
     t = ctx.cfg.teacher
     store = ctx.out / "embeddings" / "teacher"
-    cohort = ctx.out / "cohort.parquet"
+    cohort = _distill_table(ctx)
     root = ctx.results["cohort"]["images_root"]
     if store.exists():
         shutil.rmtree(store)  # the cache key changed: the teacher or the cohort is new
@@ -199,7 +294,7 @@ def stage_distill(ctx: StudyContext) -> dict:
     from cxrdistill.training.runs import run_distill
 
     out = ctx.out / "student"
-    return _jsonable(run_distill(_distill_cfg(ctx), ctx.out / "cohort.parquet", ctx.results["cohort"]["images_root"],
+    return _jsonable(run_distill(_distill_cfg(ctx), _distill_table(ctx), ctx.results["cohort"]["images_root"],
                                  ctx.results["embed"]["store"], out, cache_dir=ctx.out / "cache", fresh=True,
                                  quiet=True))
 
@@ -236,24 +331,23 @@ def stage_probe_student(ctx: StudyContext) -> dict:
 
 
 def stage_speed(ctx: StudyContext) -> dict:
-    """Parameters and inference throughput of teacher and student at the same resolution, in one process."""
+    """Parameters and inference throughput of teacher and student at the same resolution, in one process with one
+    intra-op thread each (the same conditions, and immune to oversubscription on a busy machine); the speed-up is
+    the median ratio of interleaved repeated timings."""
     from cxrdistill.models.network import count_params, load_model
-    from cxrdistill.models.speed import inference_throughput
+    from cxrdistill.models.speed import compare_speed, inference_throughput
 
-    out = {}
     spec = ctx.results["teacher"].get("spec") or ""
-    paths = {"student": ctx.out / "student" / "student.safetensors"}
-    if spec.startswith("torch:"):
-        paths["teacher"] = Path(spec.removeprefix("torch:"))
-    for who, p in paths.items():
-        m, _ = load_model(p)
-        # one intra-op thread for both: the same conditions, and immune to oversubscription on a busy machine
-        out[who] = {"params": count_params(m), "threads": 1,
-                    "throughput_img_s": inference_throughput(m, ctx.cfg.size, batch_size=64, threads=1,
-                                                             min_time=2.0)}
-    if "teacher" in out:
-        out["speedup"] = out["student"]["throughput_img_s"] / out["teacher"]["throughput_img_s"]
-    return out
+    student, _ = load_model(ctx.out / "student" / "student.safetensors")
+    if not spec.startswith("torch:"):  # an API or file teacher: nothing of it to time here
+        return {"student": {"params": count_params(student), "threads": 1,
+                            "throughput_img_s": inference_throughput(student, ctx.cfg.size, batch_size=64, threads=1,
+                                                                     min_time=2.0)}}
+    teacher, _ = load_model(Path(spec.removeprefix("torch:")))
+    sp = compare_speed(teacher, student, ctx.cfg.size, batch_size=64, threads=1)
+    for who in ("teacher", "student"):
+        sp[who]["threads"] = 1
+    return sp
 
 
 def stage_finetune(ctx: StudyContext) -> dict:
@@ -339,7 +433,7 @@ def stage_compare(ctx: StudyContext) -> dict:
 
     names = ["teacher", "student"] + (["student_finetuned"] if "finetune" in ctx.results else [])
     res = compare_dirs([ctx.out / "audit" / n for n in names], names, alpha=ctx.cfg.audit.alpha,
-                       correction=ctx.cfg.audit.correction)
+                       correction=ctx.cfg.audit.correction, margin=ctx.cfg.audit.margin)
     write_compare(res, ctx.out / "audit" / "compare")
     doc = json.loads((ctx.out / "audit" / "compare" / "compare.json").read_text())
     return _jsonable({"dir": str(ctx.out / "audit" / "compare"), "summary": doc.get("summary")})
@@ -395,7 +489,7 @@ class _threads:
 
 def _fair_distill_cfg(ctx: StudyContext):
     """The fair-distillation students: the study's student backbone and KD loss, at the study's size, on its tasks
-    and label policy; ``fair_distill.options`` set methods, seeds, epochs … (see README)."""
+    and label policy; ``fair_distill.options`` set methods, seeds, epochs … (see docs/study.md)."""
     from cxrdistill.fairkd.on_cohort import make_cohort_config
 
     d = _distill_cfg(ctx)
@@ -425,7 +519,7 @@ def stage_fair_distill(ctx: StudyContext) -> dict:
     T = _mean_tokens(T)
     c = ctx.cfg.cohort
     label = c.synth.scenario if c.source == "synth" else c.source
-    cohort = cohort_from_table(df, cache.array[rows], cfg.attribute, cfg.tasks, cfg.label_policy, label)
+    cohort = cohort_from_table(df, cache, cfg.attribute, cfg.tasks, cfg.label_policy, label, rows=rows)
     name = info.get("name") or (ctx.results["teacher"].get("spec") or "teacher").split("/")[-1]
     run_on_cohort(cohort, T, cfg, out, teacher_name=str(name), log=ctx.log)
     with atomic_open(out / "section.html", "w", encoding="utf-8") as fh:  # escaped by report_section
@@ -452,10 +546,14 @@ STAGES: list[Stage] = [
     Stage("cohort", stage_cohort, (), lambda c: [_dump(c.cfg.cohort), c.cfg.size, c.cfg.seed],
           description="synthesise / read the cohort"),
     Stage("split", stage_split, ("cohort",), lambda c: [_dump(c.cfg.split), c.cfg.tasks[:3]]),
-    Stage("images", stage_images, ("split",), lambda c: c.cfg.size, description="decode the images once"),
+    Stage("pool", stage_pool, (), lambda c: [_dump(c.cfg.distill_pool), c.cfg.size, c.cfg.seed,
+                                             c.cfg.cohort.synth.scenario],
+          enabled=lambda c: c.cfg.distill_pool.source != "none",
+          description="the unlabelled images used only for distillation", cost=2),
+    Stage("images", stage_images, ("split", "pool"), lambda c: c.cfg.size, description="decode the images once"),
     Stage("teacher", stage_teacher, (), lambda c: [_dump(c.cfg.teacher), c.cfg.size],
           description="the black-box teacher", cost=3),
-    Stage("embed", stage_embed, ("split", "teacher"), lambda c: [c.cfg.size, c.cfg.teacher.serve],
+    Stage("embed", stage_embed, ("split", "teacher", "pool"), lambda c: [c.cfg.size, c.cfg.teacher.serve],
           description="query the teacher once per image"),
     Stage("distill", stage_distill, ("embed", "images"), lambda c: _dump(_distill_cfg(c)),
           description="distil the teacher into the student", cost=3),

@@ -122,11 +122,17 @@ def _is_main() -> bool:
 
 
 # ------------------------------------------------------------------------------------------------- distill
+#: the split value of images used only for distillation (an unlabelled pool)
+POOL = "pool"
+
+
 @removes_new_run_dir_on_failure
 def run_distill(cfg: DistillConfig, cohort: str | Path, images_root: str | Path | None, embeddings: str | Path,
                 out: str | Path, *, attribute: str | None = None, cache_dir: str | Path | None = None,
                 fresh: bool = False, quiet: bool = False) -> dict[str, Any]:
     """Distil the teacher's stored embeddings of the cohort's train split into a student; validate on ``val``.
+    Rows of split ``pool`` (unlabelled images, used only for distillation) are trained on like ``train`` rows:
+    feature KD needs no labels.
 
     Writes ``student.safetensors`` (a CxrNet whose ``embedding`` output is in the teacher's units) and
     ``distill.json``. ``attribute`` adds group codes ``g`` to the batches (for fairness-aware methods).
@@ -144,7 +150,9 @@ def run_distill(cfg: DistillConfig, cohort: str | Path, images_root: str | Path 
                                                  "embeddings": embeddings, "attribute": attribute}, fresh)
     log = RunLog(out, quiet)
     df = load_cohort(cohort, check="ids")
-    tr = I.split_index(df, "train", cohort)
+    labelled = I.split_index(df, "train", cohort)
+    pool = I.split_index(df, POOL, cohort, required=False)
+    tr = np.concatenate([labelled, pool])
     va = I.split_index(df, "val", cohort, required=False)
     use = np.concatenate([tr, va])
     ids = df["image_id"].iloc[use].tolist()
@@ -154,8 +162,8 @@ def run_distill(cfg: DistillConfig, cohort: str | Path, images_root: str | Path 
     tgt_shape = target_shape(tshape, cfg.student.token_mode)
     tgt = np.asarray(prepare_targets(T, tshape, cfg.student.token_mode), dtype=np.float32)
     del T
-    log(f"distill: {len(tr)} train / {len(va)} val images; teacher embedding {tshape} → target {tgt_shape}; "
-        f"loss {cfg.loss}")
+    log(f"distill: {len(labelled)} train" + (f" + {len(pool)} unlabelled pool" if len(pool) else "") +
+        f" / {len(va)} val images; teacher embedding {tshape} → target {tgt_shape}; loss {cfg.loss}")
 
     tasks, Y = _labels_if_any(df, cfg.tasks, cfg.label_policy, cohort)
     G, groups = _group_codes(df, attribute, cohort)
@@ -169,7 +177,7 @@ def run_distill(cfg: DistillConfig, cohort: str | Path, images_root: str | Path 
     if "logit_kd" in parse_loss_spec(cfg.loss):
         if Y is None:
             raise InputError("logit_kd needs labels in the cohort to train the teacher probe", path=cohort)
-        probe = _teacher_probe(tgt[: len(tr)], Y[tr], t_mean, t_std, cfg, log)
+        probe = _teacher_probe(tgt[: len(labelled)], Y[labelled], t_mean, t_std, cfg, log)  # labelled rows only
         options.setdefault("logit_kd", {})["probe"] = probe
         options["logit_kd"].setdefault("num_labels", len(tasks))
     kd = build_kd_loss(cfg.loss, dim=tgt_shape[-1], options=options)
@@ -209,6 +217,7 @@ def run_distill(cfg: DistillConfig, cohort: str | Path, images_root: str | Path 
         summary = {"stage": "distill", "student": str(out / "student.safetensors"), "student_params": count_params(st),
                    "backbone": st.config["backbone"], "teacher_shape": list(tshape), "target_shape": list(tgt_shape),
                    "loss": cfg.loss, "method": cfg.method, "epochs": len(hist), "best_epoch": trainer.best_epoch,
+                   "train_images": int(len(labelled)), "pool_images": int(len(pool)),
                    "groups": groups or None, "history": hist[-1] if hist else None}
         write_json(clean_json(summary), out / "distill.json")
         log(f"student written: {out / 'student.safetensors'}")
