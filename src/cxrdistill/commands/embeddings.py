@@ -6,6 +6,8 @@ from typing import List, Optional
 
 import typer
 
+from cxrdistill.commands import _common as C
+
 sub = typer.Typer(help="Embedding stores: import CXR Foundation / npy / Parquet files, inspect, verify, export, "
                        "merge shards.", no_args_is_help=True)
 
@@ -13,9 +15,10 @@ sub = typer.Typer(help="Embedding stores: import CXR Foundation / npy / Parquet 
 @sub.command("import")
 def import_cmd(
     src: Path = typer.Argument(..., help="Directory of per-image files (.npz/.tfrecord), or one .npy/.parquet file."),
-    fmt: str = typer.Option(..., "--format", "-f",
-                            help="cxr-foundation-npz | cxr-foundation-tfrecord | npy | parquet"),
-    out: Path = typer.Option(..., "--out", "-o", help="Embedding store directory (created, or appended to)."),
+    fmt: Optional[str] = typer.Option(None, "--format", help="cxr-foundation-npz | cxr-foundation-tfrecord | npy | "
+                                                             "parquet [required]"),
+    fmt_old: Optional[str] = C.hidden("-f"),
+    out: Path = C.out_option(help="Embedding store directory (created, or appended to)."),
     cohort: Optional[Path] = typer.Option(None, help="Cohort table: import only ids matching its image_id/path."),
     id_from: str = typer.Option("relpath", help="Per-file formats: id = file 'stem' or 'relpath' (no extension)."),
     pool: str = typer.Option("none", help="Token outputs (T, D): none | mean | cls (token 0) | flatten."),
@@ -30,20 +33,28 @@ def import_cmd(
     id_column: str = typer.Option("image_id", help="Parquet: the id column."),
     id_feature: str = typer.Option("image_id", help="TFRecord with several records per file: the id feature."),
     report: Optional[Path] = typer.Option(None, help="Write the matching report as JSON here."),
-    progress: bool = typer.Option(True, help="Show a progress bar."),
+    progress: bool = C.progress_option(),
+    quiet: bool = C.quiet_option(),
 ) -> None:
     """Import precomputed embeddings into a store; prints matched / unmatched / missing ids."""
     from cxrdistill.storage.io import read_table, write_json
     from cxrdistill.teachers.importers import import_embeddings
 
+    fmt = fmt or fmt_old
+    if fmt is None:
+        from cxrdistill.errors import InputError
+
+        raise InputError("--format is required", hint="cxr-foundation-npz | cxr-foundation-tfrecord | npy | parquet")
     cdf = read_table(cohort) if cohort is not None else None
     rep = import_embeddings(fmt, src, out, cohort=cdf, id_from=id_from, pool=pool, key=key, shape=shape,
                             ids_file=ids, dtype=dtype, strict=strict, name=name, version=version,
                             check_crc=check_crc, id_column=id_column, id_feature=id_feature,
-                            progress=progress)
+                            progress=progress and not quiet)
     _print_report(rep)
     if report is not None:
         write_json(rep.as_dict(), report)
+    C.summary("embeddings import", out, imported=rep.imported, already_stored=rep.already_stored,
+              matched=rep.matched if rep.cohort else None, missing_from_files=len(rep.missing_from_files or []))
 
 
 def _print_report(rep) -> None:
@@ -69,7 +80,7 @@ def _print_report(rep) -> None:
 def info_cmd(
     store: Path = typer.Argument(..., help="Embedding store directory."),
     verify: bool = typer.Option(False, "--verify", help="Recompute every chunk's sha256 and check the files."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    as_json: bool = typer.Option(False, "--json", help="Print the description only as the JSON summary line."),
 ) -> None:
     """Describe a store (teacher, shape, dtype, rows, chunks, writers); with --verify check its checksums."""
     import json
@@ -85,9 +96,7 @@ def info_cmd(
          "updated": m.get("updated")}
     if verify:
         d["verify"] = st.verify()
-    if as_json:
-        typer.echo(json.dumps(d, indent=1))
-    else:
+    if not as_json:
         from rich.console import Console
         from rich.table import Table
 
@@ -103,47 +112,52 @@ def info_cmd(
         Console().print(t)
     if verify and not d["verify"]["ok"]:
         raise CxrError(f"{store}: verification failed: {'; '.join(d['verify']['problems'][:3])}")
+    C.summary("embeddings info", None, **d)
 
 
 @sub.command("export")
 def export_cmd(
     store: Path = typer.Argument(..., help="Embedding store directory."),
-    out: Path = typer.Option(..., "--out", "-o", help="FILE.npy (+ FILE.ids.txt), FILE.parquet, or a directory "
-                                                       "with --format cxr-foundation-npz."),
-    fmt: Optional[str] = typer.Option(None, "--format", "-f", help="npy | parquet | cxr-foundation-npz "
-                                                                   "(default: by extension)."),
+    out: Path = C.out_option(help="FILE.npy (+ FILE.ids.txt), FILE.parquet, or a directory with --format "
+                             "cxr-foundation-npz."),
+    fmt: Optional[str] = typer.Option(None, "--format", help="npy | parquet | cxr-foundation-npz (default: by "
+                                                             "extension)."),
+    fmt_old: Optional[str] = C.hidden("-f"),
     wide: bool = typer.Option(False, help="Parquet: emb_0 … emb_{D-1} columns instead of one list column."),
     batch_size: int = typer.Option(16384, help="Rows per streamed batch."),
 ) -> None:
     """Export a store, streaming (O(batch) memory)."""
     from cxrdistill.teachers.export import export_store
 
-    n = export_store(store, out, fmt=fmt, wide=wide, batch_size=batch_size)
+    n = export_store(store, out, fmt=fmt or fmt_old, wide=wide, batch_size=batch_size)
     typer.echo(f"exported {n} embeddings to {out}")
+    C.summary("embeddings export", out, n=n)
 
 
 @sub.command("merge")
 def merge_cmd(
     sources: List[Path] = typer.Argument(..., help="Stores to merge (e.g. one per machine/shard)."),
-    out: Path = typer.Option(..., "--out", "-o", help="New store directory."),
+    out: Path = C.out_option(help="New store directory."),
 ) -> None:
     """Merge stores of one teacher into a new single-chunk store (an id present twice is kept once)."""
     from cxrdistill.storage.store import EmbeddingStore
 
     st = EmbeddingStore.merge(sources, out)
     typer.echo(f"merged {len(sources)} store(s): {len(st)} embeddings in {out}")
+    C.summary("embeddings merge", out, n=len(st), sources=len(sources))
 
 
 @sub.command("compact")
 def compact_cmd(
     store: Path = typer.Argument(..., help="Store to compact."),
-    out: Path = typer.Option(..., "--out", "-o", help="New store directory (one chunk, duplicates dropped)."),
+    out: Path = C.out_option(help="New store directory (one chunk, duplicates dropped)."),
 ) -> None:
     """Rewrite a store with many chunks (or several shard writers) as one chunk."""
     from cxrdistill.storage.store import EmbeddingStore
 
     st = EmbeddingStore.open(store, "r").compact(out)
     typer.echo(f"compacted {len(st)} embeddings into {out}")
+    C.summary("embeddings compact", out, n=len(st))
 
 
 def register(app: typer.Typer) -> None:
