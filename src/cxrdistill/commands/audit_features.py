@@ -7,6 +7,8 @@ from typing import Optional
 
 import typer
 
+from cxrdistill.commands import _common as C
+
 
 def _bins(specs: list[str], age_bins: Optional[str] = None) -> dict:
     from cxrdistill.evaluation.attribute_groups import parse_bins
@@ -61,11 +63,11 @@ def audit_features(
     tsne: bool = typer.Option(True, "--tsne/--no-tsne", help="Add t-SNE scatter plots."),
     tsne_points: int = typer.Option(2000, help="Images in the t-SNE (random subset)."),
     bins: list[str] = typer.Option([], "--bins", help='Bin a numeric attribute: "age=0,40,60,80,inf".'),
-    age_bins: Optional[str] = typer.Option(None, help="Age bin edges (default 0,40,60,80,inf)."),
+    age_bins: Optional[str] = C.age_bins_option(),
     min_group: int = typer.Option(5, help="Smaller groups are not tested (reported with a reason)."),
     one_per_patient: bool = typer.Option(False, help="Keep one random image per patient (needs patient_id)."),
-    seed: int = typer.Option(0, help="Seed for subsets and t-SNE."),
-    out: Path = typer.Option(..., help="Output directory."),
+    seed: int = C.seed_option(help="Seed for subsets and t-SNE."),
+    out: Path = C.out_option(),
 ) -> None:
     """Feature-space audit: KS tests of feature columns or PCA modes between protected groups."""
     from cxrdistill.errors import InputError
@@ -102,6 +104,8 @@ def audit_features(
     typer.echo(f"{s['n_significant']} of {s['n_tests']} tests significant (p_adj < {alpha}, {correction}); "
                f"bias score {s['bias_score']['value']:.4f}")
     typer.echo(f"wrote {out / FEATURES_JSON} and {out / FEATURES_HTML}")
+    C.summary("audit-features", out, n_tests=s["n_tests"], n_significant=s["n_significant"],
+              bias_score=s["bias_score"]["value"])
 
 
 def probe_attributes(
@@ -112,16 +116,16 @@ def probe_attributes(
     id_column: Optional[str] = typer.Option(None, help=ID_COLUMN_HELP),
     attribute: list[str] = typer.Option(..., "--attribute", "-a", help="Attribute to probe (repeat)."),
     folds: int = typer.Option(5, help="Cross-validation folds."),
-    seed: int = typer.Option(0, help="Seed for folds and bootstrap."),
-    n_boot: int = typer.Option(1000, help="Bootstrap resamples for the AUC CI."),
+    seed: int = C.seed_option(help="Seed for folds and bootstrap."),
+    n_boot: int = C.n_boot_option(),
     repeats: int = typer.Option(5, help="Repeat the CV with new folds; the spread joins the AUC's error."),
     groups: str = typer.Option("patient_id", help="Column keeping a patient's images in one fold "
                                                   "(used when present; 'none' to disable)."),
     split: Optional[str] = typer.Option(None, help="Keep only rows of this split."),
     bins: list[str] = typer.Option([], "--bins", help='Bins of a numeric attribute: "age=0,40,60,80,inf".'),
-    age_bins: Optional[str] = typer.Option(None, help="Age bin edges (default 0,40,60,80,inf)."),
+    age_bins: Optional[str] = C.age_bins_option(),
     c: float = typer.Option(1.0, "--C", help="Inverse L2 regularization of the logistic probe."),
-    out: Path = typer.Option(..., help="Output directory."),
+    out: Path = C.out_option(),
 ) -> None:
     """Attribute probes: cross-validated AUC of predicting sex / race / age from frozen embeddings."""
     from cxrdistill.errors import InputError
@@ -143,6 +147,7 @@ def probe_attributes(
         ci = d["auc_ci"] or [float("nan")] * 2
         typer.echo(f"{a}: AUC {d['auc']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}] (n={d['n']}, {d['kind']})")
     typer.echo(f"wrote {out / PROBES_JSON}")
+    C.summary("probe-attributes", out, auc={a: d["auc"] for a, d in res.items()})
 
 
 def compare(
@@ -154,7 +159,7 @@ def compare(
                                             "± this (AUC units for AUC gaps)."),
     paired: bool = typer.Option(True, "--paired/--unpaired", help="Pair AUC gaps by a joint bootstrap of the "
                                                                   "audits' predictions files when they can be read."),
-    out: Path = typer.Option(..., help="Output directory."),
+    out: Path = C.out_option(),
 ) -> None:
     """Bias propagation: every gap side by side, and per model reduced / amplified / inherited / inconclusive."""
     from cxrdistill.evaluation.compare import compare_dirs
@@ -166,6 +171,7 @@ def compare(
     for m, cnt in res.summary["summary"].items():
         typer.echo(f"{m} vs {res.summary['reference']}: " + ", ".join(f"{k} {v}" for k, v in cnt.items()))
     typer.echo(f"wrote {out / COMPARE_HTML}")
+    C.summary("compare", out, reference=res.summary["reference"], summary=res.summary["summary"])
 
 
 def register(app: typer.Typer) -> None:
