@@ -20,7 +20,10 @@ EMB_METRICS = ("ks_significant", "ks_tests", "attribute_probe_auc")
 SECTION_TITLE = "Can the student be fairer than its teacher?"
 TEST_NAME = "two-sided paired t-test across seeds against the plain-KD student (scipy.stats.ttest_rel)"
 TESTED = ("auc", "worst_group_auc", "auc_gap", "es_auc", "ks_significant", "attribute_probe_auc")
-GOAL = {"retention": 0.97, "gap_reduction": 0.5, "probe_toward_chance": 0.25}
+# The goal of fair distillation: keep the teacher's AUC with a smaller gap. How far the attribute probe moved toward
+# chance is reported but not part of it: a student that hides the attribute is not fairer for it, and group-aware
+# methods (FairDi) need the student to keep the group readable.
+GOAL = {"retention": 0.97, "gap_reduction": 0.5}
 
 
 def labels_in(table: pd.DataFrame) -> list[str]:
@@ -109,8 +112,7 @@ def summarize(ps: pd.DataFrame) -> pd.DataFrame:
                 r[f"{m}_p_vs_kd"] = p
         r["goal_met"] = bool(model != TEACHER
                              and r["retention_mean"] >= GOAL["retention"]
-                             and r["gap_reduction_mean"] >= GOAL["gap_reduction"]
-                             and r["probe_toward_chance_mean"] >= GOAL["probe_toward_chance"])
+                             and r["gap_reduction_mean"] >= GOAL["gap_reduction"])
         out.append(r)
     return pd.DataFrame(out)
 
@@ -186,10 +188,9 @@ def _readme_note(meta: dict) -> str:
             f"sig. KS: significant two-sample KS tests (of {c['ks_modes']} PCA modes × group pairs, "
             f"{c['ks_correction'].upper()}-adjusted, α = {c['alpha']}); attr. probe AUC: how well the attribute is "
             "predicted from the test embeddings (chance 0.5). Retention = AUC / teacher AUC; gap reduction = "
-            f"1 − gap / teacher gap. Δ vs KD: {TEST_NAME}. Goal: retention ≥ {GOAL['retention']}, gap "
-            "reduction ≥ "
-            f"{GOAL['gap_reduction']} and the attribute probe at least {GOAL['probe_toward_chance']:.0%} of the way "
-            "from the teacher's AUC to chance.")
+            f"1 − gap / teacher gap. Δ vs KD: {TEST_NAME}. Goal: retention ≥ {GOAL['retention']} and gap "
+            f"reduction ≥ {GOAL['gap_reduction']}, checked for a student's own head (rows '(own head)') as well as for the "
+            "probe; how far the attribute probe moved toward chance is reported, not rewarded.")
 
 
 def goal_lines(table: pd.DataFrame) -> list[str]:
