@@ -10,14 +10,11 @@ import pandas as pd
 
 from cxrdistill.evaluation.attribute_groups import group_order, is_binned
 
-def _colors(groups: list[str], ordered: bool) -> dict[str, tuple]:
-    from matplotlib import colormaps
+def _colors(groups: list[str], ordered: bool) -> dict[str, object]:
+    """Group colours: the report's group palette (never a model's colour)."""
+    from cxrdistill.report.colors import group_colors
 
-    if ordered and len(groups) > 1:
-        cmap = colormaps["viridis"]
-        return {g: cmap(i / (len(groups) - 1)) for i, g in enumerate(groups)}
-    cmap = colormaps["tab10" if len(groups) <= 10 else "tab20"]
-    return {g: cmap(i % cmap.N) for i, g in enumerate(groups)}
+    return group_colors(groups, ordered)
 
 
 def png_bytes(fig, dpi: int = 110) -> bytes:
@@ -73,6 +70,11 @@ def scatter_with_marginals(x: np.ndarray, y: np.ndarray, groups: pd.Series, *, t
         _kde(axy, ys[m], colors[g], True, gy)
     axx.axis("off")
     axy.axis("off")
+    from matplotlib.ticker import MaxNLocator
+
+    for axis in (ax.xaxis, ax.yaxis):  # few ticks, and powers of ten for tiny scales: labels never collide
+        axis.set_major_locator(MaxNLocator(nbins=6))
+    ax.ticklabel_format(style="sci", scilimits=(-2, 4), useMathText=True)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.legend(loc="best", fontsize=8, markerscale=1.8, framealpha=0.8)
@@ -125,9 +127,12 @@ def scree_plot(evr: np.ndarray):
     fig = Figure(figsize=(6, 3.2))
     ax = fig.add_subplot(1, 1, 1)
     k = np.arange(1, len(evr) + 1)
-    ax.bar(k, evr, color="#4c78a8", label="per mode")
+    ax.bar(k, evr, color="#9aa5b1", label="per mode")  # neutral: blue and orange mean teacher and student
     ax2 = ax.twinx()
-    ax2.plot(k, np.cumsum(evr), color="#e45756", marker=".", label="cumulative")
+    ax2.plot(k, np.cumsum(evr), color="#222222", marker=".", label="cumulative")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax2.set_ylim(0, 1.02)
     ax.set_xlabel("PCA mode")
     ax.set_ylabel("explained variance ratio")
@@ -167,31 +172,48 @@ def probe_bars(probes: dict):
     return fig
 
 
-def compare_forest(tidy: pd.DataFrame, models: list[str], *, max_rows: int = 40):
-    """Tested bias quantities side by side: one row per quantity, one marker (±95% CI) per model."""
+def top_changes(tidy: pd.DataFrame, models: list[str], max_rows: int = 15) -> list[str]:
+    """Labels of the tested bias quantities with the largest change against the reference (largest |Δ| of any
+    model), at most ``max_rows``: the rows a chart can show legibly; the rest belong in a table."""
+    t = tidy[tidy["test"] == "z"].copy()
+    if t.empty:
+        return []
+    t["label"] = t.apply(_row_label, axis=1)
+    d = t[t["model"].isin(models[1:])].assign(absd=lambda x: x["delta"].abs())
+    best = d.groupby("label", sort=False)["absd"].max().sort_values(ascending=False, kind="stable")
+    labels = [lb for lb in best.index if pd.notna(best[lb])]
+    return labels[:max_rows]
+
+
+def compare_forest(tidy: pd.DataFrame, models: list[str], *, max_rows: int = 15):
+    """The tested bias quantities that changed most: one row per quantity, one marker (±95% CI) per model in its
+    fixed colour. Only the ``max_rows`` largest changes are drawn; the report lists every quantity in a table."""
     from matplotlib.figure import Figure
+
+    from cxrdistill.report.colors import model_color
 
     t = tidy[tidy["test"] == "z"].copy()
     if t.empty:
         return None
     t["label"] = t.apply(_row_label, axis=1)
-    labels = list(dict.fromkeys(t["label"]))[:max_rows]
-    fig = Figure(figsize=(7.5, 1.2 + 0.27 * len(labels)))
+    labels = top_changes(tidy, models, max_rows) or list(dict.fromkeys(t["label"]))[:max_rows]
+    n_all = t["label"].nunique()
+    fig = Figure(figsize=(7.5, 1.4 + 0.3 * len(labels)))
     ax = fig.add_subplot(1, 1, 1)
-    cols = _colors(models, False)
     off = np.linspace(-0.25, 0.25, len(models)) if len(models) > 1 else [0.0]
-    for m, o in zip(models, off):
+    for i, (m, o) in enumerate(zip(models, off)):
         s = t[(t["model"] == m) & t["label"].isin(labels)]
         yy = np.array([labels.index(lbl) for lbl in s["label"]]) + o
         v = s["value"].to_numpy(dtype=float)
         mag = np.where(s["magnitude"] == "abs", np.abs(v), v)
         se = s["se"].to_numpy(dtype=float)
-        ax.errorbar(mag, yy, xerr=1.96 * se, fmt="o", ms=4, color=cols[m], label=m, capsize=2, lw=1)
+        ax.errorbar(mag, yy, xerr=1.96 * se, fmt="o", ms=4, color=model_color(m, i), label=m, capsize=2, lw=1)
     ax.set_yticks(range(len(labels)), labels, fontsize=7)
     ax.invert_yaxis()
-    ax.set_xlabel("bias magnitude (|gap| or probe AUC), ±1.96 SE")
+    ax.set_xlabel("bias magnitude (|gap| or probe AUC), 95% CI")
     ax.legend(fontsize=8)
-    ax.set_title("Bias quantities by model", fontsize=11)
+    shown = f"the {len(labels)} largest changes of {n_all}" if len(labels) < n_all else f"all {n_all}"
+    ax.set_title(f"Bias quantities by model ({shown})", fontsize=11)
     return fig
 
 

@@ -137,9 +137,9 @@ def feature_audit_html(summary: dict, tests: pd.DataFrame, figs: list[tuple[str,
     if bs:
         ba = pd.DataFrame(list((bs.get("by_attribute") or {}).items()), columns=["attribute", "bias score"])
         bp = pd.DataFrame(bs.get("by_pair") or [])
-        parts.append(section("Bias score (seed 000)", [table(ba, float_fmt="{:.4f}"),
-                                                       table(bp, float_fmt="{:.4f}") if len(bp) else "",
-                                                       paragraph(bs.get("definition", ""), "muted")]))
+        parts.append(section("Bias score", [table(ba, float_fmt="{:.4f}"),
+                                            table(bp, float_fmt="{:.4f}") if len(bp) else "",
+                                            paragraph(bs.get("definition", ""), "muted")]))
     if s.get("pca"):
         pc = s["pca"]
         parts.append(section("PCA", [paragraph(
@@ -210,7 +210,12 @@ def write_compare(result, out: str | Path) -> dict[str, Path]:
         data = fp.png_bytes(fig)
         _write_png(data, out / "compare_gaps.png")
         paths["compare_gaps.png"] = out / "compare_gaps.png"
-        figs.append(_img(data, "Each tested bias quantity per model with ±1.96 SE; further right = more bias."))
+        tested = result.tidy[result.tidy["test"] == "z"]
+        n_all = len(tested.drop_duplicates(["metric", "task", "attribute", "group_a", "group_b"]))
+        n_shown = len(fp.top_changes(result.tidy, s["models"]))
+        rest = f"; all {n_all} are in the tables below" if 0 < n_shown < n_all else ""
+        figs.append(_img(data, "The tested bias quantities that changed most between the models (95% CIs; further "
+                               f"right = more bias){rest}."))
     _write_html(compare_html(result, "".join(figs)), out / COMPARE_HTML)
     paths[COMPARE_HTML] = out / COMPARE_HTML
     return paths
@@ -220,10 +225,9 @@ def compare_html(result, figures_html: str = "") -> str:
     """The comparison page; ``figures_html`` is already-escaped figure markup."""
     s = result.summary
     models, ref = s["models"], s["reference"]
-    summ = pd.DataFrame([{"model": m, **c} for m, c in s["summary"].items()])
-    parts = [section("Verdicts", [table(summ), figures_html],
-                     reading=f"Each model against the reference {ref}: 'reduced' / 'amplified' only when the change "
-                             f"is significant (p_adj < {s['alpha']}, {s['correction']}); otherwise 'inherited'.")]
+    summ = pd.DataFrame([{"model": m, **{k.replace("_", " "): v for k, v in c.items()}}
+                         for m, c in s["summary"].items()])
+    parts = [section("Verdicts", [table(summ), figures_html], reading=verdict_rule(s, ref))]
     kinds = [("performance", "Performance gaps"), ("features", "Feature space"), ("probes", "Attribute probes")]
     for kind, title in kinds:
         wide = side_by_side(result.tidy, models, ref, kinds=[kind])
@@ -231,6 +235,16 @@ def compare_html(result, figures_html: str = "") -> str:
             parts.append(section(title, [table(wide, max_rows=400)]))
     parts.append(section("Method", [paragraph(s["method"])]))
     return page("Bias propagation", parts, subtitle="Audits compared: " + ", ".join(models))
+
+
+def verdict_rule(s: dict, ref: str) -> str:
+    """The verdict rule in one sentence, with the comparison's own alpha, correction and margin."""
+    margin = s.get("margin", 0.02)
+    return (f"Each model against the reference {ref}: 'reduced' / 'amplified' when the change is significant "
+            f"(p_adj < {s['alpha']}, {s['correction']}); 'inherited' only when the change is shown to lie within "
+            f"± {margin:g} (equivalence test, its 90% CI inside the margin); otherwise 'inconclusive': the data "
+            f"cannot tell; the column 'detectable Δ' gives the smallest change they could have detected (80% "
+            f"power).")
 
 
 def side_by_side(tidy: pd.DataFrame, models: list[str], ref: str, kinds: list[str] | None = None,
@@ -257,11 +271,22 @@ def side_by_side(tidy: pd.DataFrame, models: list[str], ref: str, kinds: list[st
                                                  and not pd.isna(r["n"]) else f"{r['value']:.3f}")
             rec[m] = (v + " " + _ci_str(r["ci_low"], r["ci_high"])).strip()
             if m != ref:
-                rec[f"Δ {m}"] = "" if pd.isna(r["delta"]) else f"{r['delta']:+.3f}"
+                rec[f"Δ {m}"] = "" if pd.isna(r["delta"]) else (
+                    f"{r['delta']:+.3f} " + _ci_str(r.get("delta_ci_low"), r.get("delta_ci_high"))).strip()
                 rec[f"p_adj {m}"] = _fmt_p(r["p_adj"])
-                rec[f"verdict {m}"] = r["verdict"] or (r["note"] or "")
+                rec[f"verdict {m}"] = _verdict_text(r)
+                mdc = r.get("mdc")
+                rec[f"detectable Δ {m}"] = "" if mdc is None or pd.isna(mdc) else f"≥ {mdc:.3f}"
         rows.append(rec)
     return pd.DataFrame(rows).fillna("")
+
+
+def _verdict_text(r) -> str:
+    v = r.get("verdict")
+    if not v or (isinstance(v, float) and np.isnan(v)):
+        note = r.get("note")
+        return "" if note is None or (isinstance(note, float) and np.isnan(note)) else str(note)
+    return str(v)
 
 
 def _s(x) -> str:

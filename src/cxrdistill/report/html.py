@@ -12,7 +12,9 @@ body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:11
 color:#1d232a;line-height:1.45}
 h1{font-size:1.7em;border-bottom:2px solid #2b6cb0;padding-bottom:.2em}h2{margin-top:1.8em;color:#2b4c7e}
 table{border-collapse:collapse;margin:.6em 0;font-size:.88em}th,td{border:1px solid #cfd6de;padding:.25em .55em;
-text-align:left;white-space:nowrap}td:last-child{white-space:normal}.scroll{overflow-x:auto}th{background:#eef2f7}
+text-align:left;white-space:nowrap}td:last-child{white-space:normal}th{background:#eef2f7}
+.scroll{overflow-x:auto;max-width:100%}:not(.scroll)>table{display:block;overflow-x:auto;max-width:100%}
+pre{white-space:pre-wrap;overflow-wrap:anywhere;max-width:100%}details>summary{cursor:pointer}
 td.n{text-align:right}
 figure{margin:1em 0}figcaption{font-size:.9em;color:#44515f;margin-top:.3em}img{max-width:100%}
 .reading{background:#f4f8fc;border-left:4px solid #2b6cb0;padding:.4em .8em;margin:.5em 0}
@@ -54,18 +56,39 @@ def _td(text: str) -> str:
     return f"<td{cls}>{esc(text)}</td>"
 
 
+def _is_float(v) -> bool:
+    import numbers
+
+    return isinstance(v, numbers.Real) and not isinstance(v, (bool, numbers.Integral))
+
+
+def _integral_columns(df) -> list[bool]:
+    """Per column: every number in it is a whole number (counts stored as floats), so it prints without decimals."""
+    import math
+
+    out = []
+    for c in range(df.shape[1]):
+        vals = [v for v in df.iloc[:, c] if _is_float(v) and not math.isnan(v)]
+        out.append(bool(vals) and all(math.isfinite(v) and float(v).is_integer() for v in vals)
+                   and all(abs(v) < 1e15 for v in vals))
+    return out
+
+
 def table(df, float_fmt: str = "{:.3f}", max_rows: int = 500) -> str:
-    """A pandas DataFrame as an escaped HTML table (no raw HTML from cells ever passes through)."""
+    """A pandas DataFrame as an escaped HTML table (no raw HTML from cells ever passes through). Columns whose
+    numbers are all whole print as integers ("5", not "5.000"); the table scrolls inside its box when too wide."""
     import math
 
     cols = list(df.columns)
     head = "".join(f"<th>{esc(c)}</th>" for c in cols)
+    shown = df.head(max_rows)
+    integral = _integral_columns(shown)
     rows = []
-    for rec in df.head(max_rows).itertuples(index=False):
+    for rec in shown.itertuples(index=False):
         cells = []
-        for v in rec:
-            if isinstance(v, float):
-                s = "" if math.isnan(v) else float_fmt.format(v)
+        for v, whole in zip(rec, integral):
+            if _is_float(v):
+                s = "" if math.isnan(v) else (str(int(v)) if whole else float_fmt.format(v))
             else:
                 s = "" if v is None else str(v)
             cells.append(_td(s))
@@ -83,6 +106,7 @@ def markdown_tables(text: str) -> str:
 
     def flush() -> None:
         if rows:
+            _whole_numbers(rows)
             head = "".join(f"<th>{esc(c)}</th>" for c in rows[0])
             body = "".join("<tr>" + "".join(_td(c) for c in r) + "</tr>" for r in rows[1:])
             out.append(f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>')
@@ -106,6 +130,20 @@ def markdown_tables(text: str) -> str:
             out.append(f'<p class="muted">{esc(s)}</p>')
     flush()
     return "".join(out)
+
+
+_WHOLE = re.compile(r"^[-+]?\d+\.0+$")
+
+
+def _whole_numbers(rows: list[list[str]]) -> None:
+    """In place: a column whose numbers all read like "5.0" prints them as "5" (counts written as floats)."""
+    width = max(len(r) for r in rows)
+    for c in range(width):
+        cells = [r[c] for r in rows[1:] if c < len(r) and r[c].strip()]
+        if cells and all(_WHOLE.match(x.strip()) for x in cells):
+            for r in rows[1:]:
+                if c < len(r) and r[c].strip():
+                    r[c] = str(int(float(r[c])))
 
 
 def section(title: str, body_html: Iterable[str] | str, reading: str | None = None, anchor: str | None = None) -> str:

@@ -106,11 +106,14 @@ def _performance(run_dir: Path, res: dict) -> str:
     if not tasks:
         return ""
     vals = {k: {"teacher": t["auc"].get(k), "student": (s.get("auc") or {}).get(k)} for k in tasks}
+    cis = {k: {"teacher": (t.get("auc_ci") or {}).get(k), "student": (s.get("auc_ci") or {}).get(k)} for k in tasks}
     ft = res.get("student_finetuned") or {}
     if ft.get("auc"):
         for k in tasks:
             vals[k]["student fine-tuned"] = ft["auc"].get(k)
-    fig = bar_compare(vals, "test AUC (linear probe)", "Per-finding AUC", ref=0.5)
+            cis[k]["student fine-tuned"] = (ft.get("auc_ci") or {}).get(k)
+    fig = bar_compare(vals, "test AUC (95% bootstrap CI)", "Per-finding AUC", ref=0.5, cis=cis,
+                      labels=MODEL_LABELS)
     worst = min(tasks, key=lambda k: (vals[k]["student"] or 0) - (vals[k]["teacher"] or 0))
     reading = (f"Largest loss from distillation: {worst} ({_f(vals[worst]['teacher'])} → "
                f"{_f(vals[worst]['student'])}).")
@@ -119,8 +122,16 @@ def _performance(run_dir: Path, res: dict) -> str:
     rows = [(k, _f(t["auc"].get(k)), _ci((t.get("auc_ci") or {}).get(k)), _f((s.get("auc") or {}).get(k)),
              _ci((s.get("auc_ci") or {}).get(k))) for k in tasks]
     tab = table(pd.DataFrame(rows, columns=["finding", "teacher AUC", "95% CI", "student AUC", "95% CI"]))
-    return section("Disease detection: teacher vs student", [figure(fig, reading), tab],
-                   reading="Linear probes on frozen embeddings, test split, bootstrap CIs.", anchor="performance")
+    how = ("Teacher and student: a linear probe on each model's frozen embeddings"
+           + ("; the fine-tuned student: the whole network trained end to end" if ft.get("auc") else "")
+           + ". Test split; bars show 95% bootstrap CIs; dashed line: chance.")
+    return section("Disease detection: teacher vs student", [figure(fig, reading), tab], reading=how,
+                   anchor="performance")
+
+
+MODEL_LABELS = {"teacher": "teacher (linear probe on its embeddings)",
+                "student": "student (linear probe on its embeddings)",
+                "student fine-tuned": "student fine-tuned (end to end)"}
 
 
 def _ci(ci) -> str:
@@ -213,7 +224,8 @@ def _features(run_dir: Path, res: dict) -> str:
         return ""
     return section("Feature space: do the embeddings differ by group?", parts,
                    reading="PCA modes of the test embeddings, two-sample KS tests between groups (BY-corrected), "
-                           "t-SNE, and the variance-weighted bias score of seed 000.", anchor="features")
+                           "t-SNE, and the variance-weighted bias score (the share of embedding variance in modes "
+                           "that differ between groups).", anchor="features")
 
 
 def _feature_caption(kind: str) -> str:
@@ -240,28 +252,39 @@ def _probes(run_dir: Path, res: dict) -> str:
     from cxrdistill.report.plots import bar_compare
 
     vals: dict[str, dict[str, float]] = {}
+    cis: dict[str, dict[str, tuple]] = {}
     for who in ("teacher", "student"):
+        pj = run_dir / "audit" / who / "probes.json"
+        full = json.loads(pj.read_text(encoding="utf-8")) if pj.exists() else {}
         for attr, auc in (res.get(who, {}).get("attribute_probes") or {}).items():
             if auc is not None:
                 vals.setdefault(attr, {})[who] = auc
+                cis.setdefault(attr, {})[who] = ((full.get(attr) or {}).get("auc_ci") if isinstance(full, dict)
+                                                 else None)
     if not vals:
         return ""
-    fig = bar_compare(vals, "probe AUC (cross-validated)", "How much protected information the embeddings hold",
-                      ref=0.5)
-    reading = "; ".join(f"{a}: teacher {_f(v.get('teacher'))}, student {_f(v.get('student'))}" for a, v in
-                        vals.items())
-    return section("Attribute probes", [figure(fig, "Dashed line: chance. " + reading)],
+    fig = bar_compare(vals, "attribute probe AUC, cross-validated (95% CI)",
+                      "How much protected information the embeddings hold", ref=0.5, cis=cis, ylim=(0.0, 1.0))
+    reading = "; ".join(f"{a}: teacher {_f(v.get('teacher'))} {_ci(cis[a].get('teacher'))}, student "
+                        f"{_f(v.get('student'))} {_ci(cis[a].get('student'))}" for a, v in vals.items())
+    return section("Attribute probes", [figure(fig, "Bars: 95% bootstrap CIs; dashed line: chance. " + reading)],
                    reading="Logistic regression from frozen embeddings to each attribute, patient-grouped CV.",
                    anchor="probes")
 
 
+_VERDICT_WORDS = ("reduced", "amplified", "inherited", "inconclusive")
 _HEADLINE_GAPS = ["auc_gap", "tpr_gap", "fpr_gap", "n_significant", "bias_score", "probe_auc"]
+
+
+def _compare_doc(run_dir: Path) -> dict:
+    p = run_dir / "audit" / "compare" / "compare.json"
+    return json.loads(p.read_text(encoding="utf-8")) if p.exists() else {}
 
 
 def _propagation(run_dir: Path, res: dict) -> str:
     import pandas as pd
 
-    from cxrdistill.report.feature_report import side_by_side
+    from cxrdistill.report.feature_report import side_by_side, verdict_rule
 
     p = run_dir / "audit" / "compare" / "compare.parquet"
     if not p.exists():
@@ -269,25 +292,50 @@ def _propagation(run_dir: Path, res: dict) -> str:
     d = pd.read_parquet(p)
     models = list(dict.fromkeys(d["model"]))
     ref = str(d["reference"].iloc[0]) if "reference" in d.columns and len(d) else models[0]
-    wide = side_by_side(d, models, ref, metrics=_HEADLINE_GAPS)
-    if not wide.empty:
-        order = {m: i for i, m in enumerate(_HEADLINE_GAPS)}
+    tables = []
+    order = {m: i for i, m in enumerate(_HEADLINE_GAPS)}
+    for m in models[1:]:  # one table per model against the reference: narrow enough to read
+        wide = side_by_side(d, [ref, m], ref, metrics=_HEADLINE_GAPS)
+        if wide.empty:
+            continue
         wide = wide.sort_values(["metric", "attribute", "task"], key=lambda c: c.map(order) if c.name == "metric"
                                 else c, kind="stable").drop(columns=["groups"])
+        tables.append(f"<h3>{esc(m)} against {esc(ref)}</h3>" + table(wide, max_rows=200))
     summary = (res.get("propagation") or {})
-    counts = "; ".join(f"{m}: " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in c.items())
+    counts = "; ".join(f"{m}: " + ", ".join(f"{v} {k}" for k, v in c.items() if k in _VERDICT_WORDS)
                        for m, c in summary.items()) or "no comparison"
+    doc = _compare_doc(run_dir)
+    rule = verdict_rule(doc, ref) if doc.get("alpha") is not None else ""
     parts = [_png(run_dir / "audit" / "compare" / "compare_gaps.png",
-                  "Every bias quantity of the teacher next to the same quantity of each student (±1.96 SE): "
-                  "overlapping bars mean the gap was passed on."),
-             table(wide, max_rows=200),
+                  "The bias quantities that changed most between the teacher and each student (95% CIs; further "
+                  "right = more bias); every quantity is in the table below."),
+             *tables,
              paragraph(f"Headline gaps only (AUC/TPR/FPR gaps per finding, KS tests, bias score, attribute probes); "
                        f"every compared quantity, pairwise differences included, is in "
                        f"audit/compare/report.html and compare.parquet.", cls="muted")]
     return section("Did the student inherit the teacher's bias?", parts,
-                   reading=f"Verdicts over every tested gap — {counts}. A gap counts as reduced or amplified only "
-                           f"when the change is significant after BY correction; otherwise it was inherited.",
-                   anchor="propagation")
+                   reading=f"Verdicts over every tested quantity — {counts}. {rule}", anchor="propagation")
+
+
+def _inheritance_sentence(res: dict, prop: dict, run_dir: Path | None) -> str:
+    """The findings line on inheritance: the four counts, the margin, and what the data could have detected."""
+    doc = _compare_doc(run_dir) if run_dir is not None else {}
+    margin = doc.get("margin", 0.02)
+    n = {k: int(prop.get(k) or 0) for k in ("reduced", "amplified", "inherited", "inconclusive")}
+    text = (f"Inheritance, student against teacher over {sum(n.values())} tested bias quantities: {n['reduced']} "
+            f"reduced, {n['amplified']} amplified (significant changes after correction), {n['inherited']} inherited "
+            f"(equivalent within ± {margin:g}), {n['inconclusive']} inconclusive (the data cannot tell)")
+    mdc = None
+    if run_dir is not None and (run_dir / "audit" / "compare" / "compare.parquet").exists():
+        import pandas as pd
+
+        d = pd.read_parquet(run_dir / "audit" / "compare" / "compare.parquet")
+        if "mdc" in d.columns:
+            sel = d[(d["model"] == "student") & (d["metric"] == "auc_gap") & d["mdc"].notna()]
+            mdc = float(sel["mdc"].median()) if len(sel) else None
+    if mdc is not None:
+        text += f"; with this test set an AUC-gap change had to exceed about {mdc:.3f} to be detected"
+    return text + "."
 
 
 def _fairness(run_dir: Path, res: dict) -> str:
@@ -302,7 +350,7 @@ def _fairness(run_dir: Path, res: dict) -> str:
     parts = [table(df)]
     md = run_dir / "fairness" / "fair_table.md"
     parts.append(_png(run_dir / "fairness" / "pareto.png",
-                      "Overall AUC against AUC gap per method (up and left is better): the Pareto front."))
+                      "Overall AUC against AUC gap per method (further right and lower is better): the Pareto front."))
     if md.exists():
         parts.append("<details><summary>Full table: per-group AUC, mean ± std over seeds, paired tests against "
                      f"ERM</summary>{markdown_tables(md.read_text(encoding='utf-8'))}</details>")
@@ -336,20 +384,21 @@ def _pretraining(run_dir: Path, res: dict) -> str:
                        "initialisations that help.")
         else:
             caption = (f"{png.stem.replace('_', ' ')}: train (solid) and validation (dashed) loss per "
-                       f"initialisation — diverging curves are overfitting, seed 003's main observation.")
+                       f"initialisation — curves that diverge mean overfitting.")
         parts.append(_png(png, caption))
     means = [r for r in rows if r.get("task") == "mean" and r.get("labels", "observed") == "observed"]
     best = max(means, key=lambda r: r.get("auc") or 0, default=None)
     lead = (f"Best: {best.get('init_label', best.get('init'))} (mean AUC {_f(best.get('auc'))}). "
             if best else "")
-    return section("Which initialisation helps? (seed 003)", parts,
+    return section("Which initialisation helps?", parts,
                    reading=lead + "Random vs ImageNet (efficientnet-lite0 weights) vs in-domain supervised vs "
                            "Barlow Twins, fine-tuned on this cohort. Synthetic images are not real ones: read the "
                            "ranking, not the absolute AUCs.", anchor="pretraining")
 
 
-def findings(res: dict) -> list[str]:
+def findings(res: dict, run_dir: str | Path | None = None) -> list[str]:
     """The study in a few sentences, one per question, each from the numbers of its section."""
+    run_dir = Path(run_dir) if run_dir is not None else None
     out = []
     t, s = res.get("teacher") or {}, res.get("student") or {}
     if res.get("retention") is not None:
@@ -366,9 +415,7 @@ def findings(res: dict) -> list[str]:
                    f"student's gap there is {_f(sg)}.")
     prop = (res.get("propagation") or {}).get("student")
     if prop:
-        out.append("Inheritance, student against teacher over every bias quantity: " + ", ".join(
-            f"{k.replace('_', ' ')} {v}" for k, v in prop.items()) + " (a change counts when significant after BY "
-            "correction).")
+        out.append(_inheritance_sentence(res, prop, run_dir))
     fair = res.get("fairness") or {}
     if fair:
         best = min(fair, key=lambda m: fair[m].get("auc_gap") if fair[m].get("auc_gap") is not None else 9)
@@ -409,7 +456,7 @@ def render_report(run_dir: str | Path, res: dict, cfg: Any = None) -> str:
     sections = [x for x in sections if x]
     body = "".join(sections)
     nav = toc((a, t) for a, t in _TOC if f'id="{a}"' in body)
-    lines = findings(res)
+    lines = findings(res, run_dir)
     summary = section("Findings", [bullets(lines, "findings")], anchor="findings") if lines else ""
     secs = res.get("stage_seconds") or {}
     timing = paragraph("Stage times (s): " + ", ".join(f"{k} {v}" for k, v in secs.items() if v is not None)
