@@ -71,3 +71,32 @@ def test_readme_links_into_the_docs_resolve():
     assert any(link.startswith("docs/") for link in links)
     for link in links:
         assert (ROOT / link).exists(), link
+
+
+def test_site_browses_and_searches_offline_in_chromium(site):
+    """Opened from file:// in headless Chromium with every non-file request refused: pages render without errors and
+    search finds a phrase."""
+    from playwright.sync_api import sync_playwright
+
+    from cxrdistill.report.browser import CHROMIUM_ARGS, find_chromium
+
+    remote, problems = [], []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=find_chromium(), args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page()
+            page.route("**/*", lambda r: r.continue_() if r.request.url.startswith("file://")
+                       else (remote.append(r.request.url), r.abort()))
+            page.on("pageerror", lambda e: problems.append(str(e)))
+            page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+            for name in ("api.html", "notebooks/audit_predictions.html", "index.html"):
+                page.goto((site / name).as_uri(), wait_until="load")
+            page.wait_for_selector(".md-search__input", state="attached")
+            page.keyboard.press("/")
+            page.keyboard.type("embedding store")
+            page.wait_for_selector(".md-search-result__item", timeout=20_000)
+            hits = page.inner_text(".md-search-result__meta")
+        finally:
+            browser.close()
+    assert remote == [] and problems == []
+    assert re.search(r"\d+ matching document", hits), hits
