@@ -26,7 +26,7 @@ import numpy as np
 
 from cxrdistill.errors import InputError
 from cxrdistill.progress import Progress
-from cxrdistill.storage.io import atomic_path, write_json
+from cxrdistill.storage.io import atomic_path, fsync_dir, write_json
 
 CACHE_FORMAT = "cxrdistill-image-cache"
 CACHE_VERSION = 1
@@ -429,21 +429,12 @@ class _BuildState:
 
 def _publish_dir(src: Path, dst: Path) -> None:
     """Rename a finished directory into place; an older ``dst`` is moved aside first and then removed."""
-    _fsync_dir(src)
+    fsync_dir(src)
     old = None
     if dst.exists():
         old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
         os.replace(dst, old)
     os.replace(src, dst)
-    _fsync_dir(dst.parent)
+    fsync_dir(dst.parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
-
-
-def _fsync_dir(d: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(d, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)

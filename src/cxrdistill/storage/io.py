@@ -12,6 +12,16 @@ from typing import Any, Iterator
 from cxrdistill.errors import InputError
 
 
+def fsync_dir(d: str | os.PathLike) -> None:
+    """Flush a directory's entries to disk (after a rename or link into it), where the platform allows it."""
+    with contextlib.suppress(OSError):
+        fd = os.open(d, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success it is renamed over ``path``, on failure removed.

@@ -36,7 +36,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 
 from cxrdistill.errors import InputError
-from cxrdistill.storage.io import atomic_open
+from cxrdistill.storage.io import atomic_open, fsync_dir
 
 STORE_FORMAT = "cxrdistill-embeddings"
 STORE_VERSION = 1
@@ -66,15 +66,6 @@ def _failpoint(name: str) -> None:
         import signal
 
         os.kill(os.getpid(), signal.SIGKILL)
-
-
-def _fsync_dir(d: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(d, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def _publish_exclusive(tmp: Path, final: Path) -> bool:
@@ -232,7 +223,7 @@ class EmbeddingStore:
                     "dtype": dt, "created": now, "updated": now, "n_rows": 0, "chunks": []}
         with atomic_open(tmp / "manifest.json", "w", encoding="utf-8") as fh:
             json.dump(manifest, fh, indent=1)
-        _fsync_dir(tmp)
+        fsync_dir(tmp)
         try:
             os.rename(tmp, path)  # replaces only an empty directory; a concurrent creator makes this fail
         except OSError as e:
@@ -242,7 +233,7 @@ class EmbeddingStore:
                 st._check_compatible(shape, dt, info)
                 return st
             raise
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
         return cls(path, "a", writer)
 
     @classmethod
@@ -481,7 +472,7 @@ class EmbeddingStore:
                 os.fsync(fh.fileno())
             if not _publish_exclusive(tmp_ids, cdir / f"{name}.ids"):  # pragma: no cover - we own this name
                 raise RuntimeError(f"chunk {name}.ids appeared while writing it")
-            _fsync_dir(cdir)
+            fsync_dir(cdir)
         finally:
             for t in (tmp_npy, tmp_ids):
                 with contextlib.suppress(FileNotFoundError):
@@ -557,15 +548,12 @@ class EmbeddingStore:
     def get(self, ids: Iterable[str]) -> np.ndarray:
         """Embeddings of ``ids`` in that order, as a new in-memory array (gathered from memory-mapped chunks)."""
         pos = self.positions(ids)
-        out = np.empty((len(pos), *self.item_shape), dtype=self.dtype)
-        if len(pos) == 0:
-            return out
-        loc_chunk, loc_row = self._locs()
-        cidx, rows = loc_chunk[pos], loc_row[pos]
-        for ci in np.unique(cidx):
-            sel = np.flatnonzero(cidx == ci)
-            out[sel] = self._map(self._chunks[int(ci)])[rows[sel]]
-        return out
+        out = self._empty_rows(pos)
+
+        def read(ch, sel, rows):
+            out[sel] = self._map(ch)[rows]
+
+        return self._by_chunk(pos, read, out)
 
     def __getitem__(self, image_id: str) -> np.ndarray:
         return self.get([image_id])[0]
@@ -626,23 +614,33 @@ class EmbeddingStore:
             got += n
         return out
 
-    def _read_positions(self, pos: np.ndarray) -> np.ndarray:
-        """Gather rows by ``pread`` of contiguous runs (no memory map): O(len(pos)) memory."""
-        out = np.empty((len(pos), *self.item_shape), dtype=self.dtype)
+    def _empty_rows(self, pos: np.ndarray) -> np.ndarray:
+        return np.empty((len(pos), *self.item_shape), dtype=self.dtype)
+
+    def _by_chunk(self, pos: np.ndarray, read, out: np.ndarray) -> np.ndarray:
+        """Call ``read(chunk, out_positions, chunk_rows)`` once per chunk holding some of the store rows ``pos``."""
         if len(pos) == 0:
             return out
         loc_chunk, loc_row = self._locs()
         cidx, rows = loc_chunk[pos], loc_row[pos]
         for ci in np.unique(cidx):
-            ch = self._chunks[int(ci)]
             sel = np.flatnonzero(cidx == ci)
-            order = sel[np.argsort(rows[sel], kind="stable")]
+            read(self._chunks[int(ci)], sel, rows[sel])
+        return out
+
+    def _read_positions(self, pos: np.ndarray) -> np.ndarray:
+        """Gather rows by ``pread`` of contiguous runs (no memory map): O(len(pos)) memory."""
+        out = self._empty_rows(pos)
+
+        def read(ch, sel, rows):
+            order = np.argsort(rows, kind="stable")
             r_sorted = rows[order]
             breaks = np.flatnonzero(np.diff(r_sorted) != 1) + 1
             with open(self.path / "chunks" / f"{ch.name}.npy", "rb", buffering=0) as fh:
-                for grp_o, grp_r in zip(np.split(order, breaks), np.split(r_sorted, breaks)):
+                for grp_o, grp_r in zip(np.split(sel[order], breaks), np.split(r_sorted, breaks)):
                     out[grp_o] = self._pread(fh, ch, int(grp_r[0]), len(grp_r))
-        return out
+
+        return self._by_chunk(pos, read, out)
 
     # ------------------------------------------------------------- maintenance
     def verify(self) -> dict[str, Any]:
@@ -735,11 +733,11 @@ class EmbeddingStore:
                         "chunks": [{"name": name, "rows": n, "sha256": sha, "writer": "main"}]}
             with atomic_open(tmp / "manifest.json", "w", encoding="utf-8") as fh:
                 json.dump(manifest, fh, indent=1)
-            _fsync_dir(tmp / "chunks")
-            _fsync_dir(tmp)
+            fsync_dir(tmp / "chunks")
+            fsync_dir(tmp)
             os.rename(tmp, out)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        _fsync_dir(out.parent)
+        fsync_dir(out.parent)
         return cls.open(out, "r")
