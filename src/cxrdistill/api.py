@@ -1,9 +1,7 @@
-"""The public Python API: the main steps of a study as plain functions, also reachable as ``cxrdistill.<name>``.
-
-Each function wraps the code the matching CLI command runs, with the same validation and the same files written.
-Imports happen inside the functions on purpose: ``import cxrdistill`` and ``cxrdistill.audit`` must not load torch
-(about 2 s) for the steps that do not need it.
-"""
+"""The functions below, one per step of a study, are also reachable as ``cxrdistill.<name>``."""
+# Each function wraps the code the matching CLI command runs, with the same validation and the same files written.
+# Imports happen inside the functions on purpose: ``import cxrdistill`` and ``cxrdistill.audit`` must not load torch
+# (about 2 s) for the steps that do not need it.
 from __future__ import annotations
 
 import os
