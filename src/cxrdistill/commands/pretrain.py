@@ -1,11 +1,20 @@
-"""``cxrdistill pretrain`` (in-domain pretraining: supervised view/sex/age or Barlow Twins), ``pretrain-finetune``
-(pathology fine-tuning from any init, any label policy, optional auxiliary heads) and ``pretrain-grid`` (the
-init × label policy × aux × seed study with one table)."""
+"""``cxrdistill pretrain run`` (in-domain pretraining: supervised view/sex/age or Barlow Twins), ``pretrain finetune``
+(pathology fine-tuning from any init, any label policy, optional auxiliary heads) and ``pretrain grid`` (the
+init × label policy × aux × seed study with one table). The old spellings ``pretrain-finetune`` and
+``pretrain-grid`` still work."""
 from __future__ import annotations
 
 from typing import List, Optional
 
 import typer
+
+from cxrdistill.commands import _common as C
+
+_CACHE = typer.Option(None, "--cache-dir", help="image cache root (default $CXRDISTILL_CACHE or ~/.cache/cxrdistill)")
+_WORKERS = typer.Option(2, "--workers", min=1, help="image decoding processes for the cache")
+_FRESH = typer.Option(False, "--fresh", help="start over instead of resuming / reusing")
+_SET = typer.Option(None, "--set", help="override a config key, e.g. train.lr=3e-4 (repeatable)")
+_DEVICE = C.device_option(None, help=C.DEVICE_HELP + " [auto]")
 
 
 def _csv(values: Optional[List[str]]) -> Optional[List[str]]:
@@ -27,7 +36,22 @@ def _config(model, path: Optional[str], options: dict, sets: Optional[List[str]]
             set_dotted(data, k, v)
     for item in sets or []:
         set_dotted(data, *parse_set(item))
-    return coerce_config(model, data, path)
+    return coerce_config(model, _with_defaults(model(), data), path)
+
+
+def _with_defaults(defaults, data: dict) -> dict:
+    """Nested settings given in part (``train.seed``) keep the model's own defaults for the rest (its
+    ``train.epochs``, not the generic trainer's)."""
+    from pydantic import BaseModel
+
+    from cxrdistill.training.run_config import deep_merge
+
+    out = dict(data)
+    for k, v in data.items():
+        d = getattr(defaults, k, None)
+        if isinstance(d, BaseModel) and isinstance(v, dict):
+            out[k] = deep_merge(d.model_dump(), _with_defaults(d, v))
+    return out
 
 
 def _load_cohort_and_images(cohort: str, images_root: Optional[str], size: int, cache_dir: Optional[str],
@@ -57,13 +81,13 @@ def pretrain_cmd(
                                                        "validation; every row when it has no split column)"),
     images_root: Optional[str] = typer.Option(None, "--images-root", help="directory the cohort's paths are "
                                                                          "relative to"),
-    out: str = typer.Option(..., "--out", help="output checkpoint (.safetensors); the run directory is OUT.run/"),
-    backbone: Optional[str] = typer.Option(None, "--backbone", help="timm model name (default efficientnet_lite0)"),
-    size: int = typer.Option(64, "--size", min=8, help="image side in pixels"),
-    epochs: Optional[int] = typer.Option(None, "--epochs", min=1),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=2),
-    lr: Optional[float] = typer.Option(None, "--lr"),
-    weight_decay: Optional[float] = typer.Option(None, "--weight-decay"),
+    out: str = C.out_option(help="Output checkpoint (.safetensors); the run directory is OUT.run/."),
+    backbone: Optional[str] = typer.Option(None, "--backbone", help="timm model name [efficientnet_lite0]"),
+    size: int = typer.Option(64, "--size", min=8, help=C.SIZE_HELP),
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="training epochs [2]"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=2, help="training batch size [64]"),
+    lr: Optional[float] = typer.Option(None, "--lr", help="learning rate [1e-3]"),
+    weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="AdamW weight decay [1e-4]"),
     init: Optional[str] = typer.Option(None, "--init", help="random | imagenet | imagenet:FILE | checkpoint:PATH"),
     augment: Optional[str] = typer.Option(None, "--augment", help="augmentation name (light, ssl, barlow, none)"),
     multi_instance: Optional[str] = typer.Option(None, "--multi-instance",
@@ -73,18 +97,17 @@ def pretrain_cmd(
     projector: Optional[str] = typer.Option(None, "--projector", help="barlow: projector sizes, e.g. 2048,2048,2048"),
     meta_tasks: Optional[List[str]] = typer.Option(None, "--meta-task",
                                                    help="supervised: frontal, ap_pa, sex, age (repeatable)"),
-    seed: Optional[int] = typer.Option(None, "--seed"),
+    seed: Optional[int] = C.seed_option(None, help="Seed of the initialisation and the data order [0]."),
+    device: Optional[str] = _DEVICE,
     config: Optional[str] = typer.Option(None, "--config", help="YAML with the PretrainConfig keys"),
-    set_: Optional[List[str]] = typer.Option(None, "--set", help="key=value override, e.g. train.lr=3e-4"),
+    set_: Optional[List[str]] = _SET,
     run_dir: Optional[str] = typer.Option(None, "--run-dir", help="trainer directory (default OUT.run/)"),
-    cache_dir: Optional[str] = typer.Option(None, "--cache-dir", help="image cache root"),
-    workers: int = typer.Option(2, "--workers", min=1, help="image decoding processes for the cache"),
-    fresh: bool = typer.Option(False, "--fresh", help="start over instead of resuming / reusing"),
-    quiet: bool = typer.Option(False, "--quiet"),
+    cache_dir: Optional[str] = _CACHE,
+    workers: int = _WORKERS,
+    fresh: bool = _FRESH,
+    quiet: bool = C.quiet_option(),
 ) -> None:
     """Pretrain a backbone on a chest X-ray cohort; the checkpoint starts any fine-tune or student."""
-    import json
-
     from cxrdistill.pretraining.config import PretrainConfig
     from cxrdistill.pretraining.pretrain import pretrain
 
@@ -93,47 +116,47 @@ def pretrain_cmd(
         "method": method, "backbone": backbone, "init": init, "augment": augment, "multi_instance": multi_instance,
         "lambd": lambd, "projector": proj, "meta_tasks": _csv(meta_tasks), "train.epochs": epochs,
         "train.batch_size": batch_size, "train.lr": lr, "train.weight_decay": weight_decay, "train.seed": seed,
-        "train.progress": not quiet}, set_)
+        "train.device": device, "train.progress": not quiet}, set_)
     from cxrdistill.pretraining.methods import PRETRAINERS
 
     PRETRAINERS.get(cfg.method)  # an unknown method fails before any image is read
     df, cache = _load_cohort_and_images(cohort, images_root, size, cache_dir, workers, quiet)
     res = pretrain(cfg, df, cache, out, run_dir=run_dir, fresh=fresh, log=_logger(quiet), cache_dir=cache_dir)
     last = (res.get("history") or [{}])[-1]
-    typer.echo(json.dumps({"checkpoint": res.get("checkpoint"), "method": res.get("method"),
-                           "backbone": res.get("backbone"), "epochs": res.get("epochs"),
-                           "val_loss": last.get("val_loss"), "train_loss": last.get("train_loss")}))
+    C.summary("pretrain run", out, checkpoint=res.get("checkpoint"), method=res.get("method"),
+              backbone=res.get("backbone"), epochs=res.get("epochs"), val_loss=last.get("val_loss"),
+              train_loss=last.get("train_loss"))
 
 
 def finetune_cmd(
     cohort: str = typer.Option(..., "--cohort", help="downstream cohort table with train / val / test splits"),
-    images_root: Optional[str] = typer.Option(None, "--images-root"),
-    out: str = typer.Option(..., "--out", help="run directory"),
+    images_root: Optional[str] = typer.Option(None, "--images-root", help="directory the cohort's paths are "
+                                                                         "relative to"),
+    out: str = C.out_option(help="Run directory."),
     init: Optional[str] = typer.Option(None, "--init", help="random | imagenet | imagenet:FILE | checkpoint:PATH"),
     backbone: Optional[str] = typer.Option(None, "--backbone", help="timm model (random / imagenet inits)"),
-    size: int = typer.Option(64, "--size", min=8),
+    size: int = typer.Option(64, "--size", min=8, help=C.SIZE_HELP),
     tasks: Optional[List[str]] = typer.Option(None, "--tasks", help="label columns (repeatable or comma-separated)"),
     label_policy: Optional[str] = typer.Option(None, "--label-policy",
                                                help="u-ignore | u-zeros | u-ones | mix 'u-ones:edema;u-zeros:*'"),
     aux: Optional[bool] = typer.Option(None, "--aux/--no-aux", help="auxiliary view / sex / age heads"),
-    aux_weight: Optional[float] = typer.Option(None, "--aux-weight"),
-    epochs: Optional[int] = typer.Option(None, "--epochs", min=1),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1),
-    lr: Optional[float] = typer.Option(None, "--lr"),
-    weight_decay: Optional[float] = typer.Option(None, "--weight-decay"),
-    augment: Optional[str] = typer.Option(None, "--augment"),
-    seed: Optional[int] = typer.Option(None, "--seed"),
-    n_boot: Optional[int] = typer.Option(None, "--n-boot", min=0),
+    aux_weight: Optional[float] = typer.Option(None, "--aux-weight", help="weight of the auxiliary loss [0.1]"),
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="training epochs [3]"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="training batch size [32]"),
+    lr: Optional[float] = typer.Option(None, "--lr", help="learning rate [1e-3]"),
+    weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="AdamW weight decay [1e-4]"),
+    augment: Optional[str] = typer.Option(None, "--augment", help="augmentation name (light, none, …)"),
+    seed: Optional[int] = C.seed_option(None, help="Seed of the initialisation and the data order [0]."),
+    n_boot: Optional[int] = C.n_boot_option(None, help=f"{C.N_BOOT_HELP} [{C.N_BOOT}]"),
+    device: Optional[str] = _DEVICE,
     config: Optional[str] = typer.Option(None, "--config", help="YAML with the PretrainFinetuneConfig keys"),
-    set_: Optional[List[str]] = typer.Option(None, "--set"),
-    cache_dir: Optional[str] = typer.Option(None, "--cache-dir"),
-    workers: int = typer.Option(2, "--workers", min=1),
-    fresh: bool = typer.Option(False, "--fresh"),
-    quiet: bool = typer.Option(False, "--quiet"),
+    set_: Optional[List[str]] = _SET,
+    cache_dir: Optional[str] = _CACHE,
+    workers: int = _WORKERS,
+    fresh: bool = _FRESH,
+    quiet: bool = C.quiet_option(),
 ) -> None:
     """Fine-tune for pathologies from any initialisation under any label policy (optional auxiliary heads)."""
-    import json
-
     from cxrdistill.pretraining.config import PretrainFinetuneConfig
     from cxrdistill.pretraining.finetune import finetune
 
@@ -141,42 +164,44 @@ def finetune_cmd(
         "init": init, "backbone": backbone, "tasks": _csv(tasks), "label_policy": label_policy, "aux": aux,
         "aux_weight": aux_weight, "augment": augment, "n_boot": n_boot, "train.epochs": epochs,
         "train.batch_size": batch_size, "train.lr": lr, "train.weight_decay": weight_decay, "train.seed": seed,
-        "train.progress": not quiet}, set_)
+        "train.device": device, "train.progress": not quiet}, set_)
     df, cache = _load_cohort_and_images(cohort, images_root, size, cache_dir, workers, quiet)
     res = finetune(cfg, df, cache, out, fresh=fresh, log=_logger(quiet), cache_dir=cache_dir)
-    typer.echo(json.dumps({"model": res["model"], "mean_auc": res["observed"]["mean_auc"],
-                           "mean_auc_true": (res.get("true") or {}).get("mean_auc"), "epochs": res["epochs"]}))
+    C.summary("pretrain finetune", out, model=res["model"], mean_auc=res["observed"]["mean_auc"],
+              mean_auc_true=(res.get("true") or {}).get("mean_auc"), epochs=res["epochs"])
 
 
 def grid_cmd(
-    out: str = typer.Option(..., "--out", help="output directory"),
+    out: str = C.out_option(),
     config: Optional[str] = typer.Option(None, "--config", help="grid YAML (GridConfig keys)"),
     cohort: Optional[str] = typer.Option(None, "--cohort", help="downstream cohort (default: a synthetic one)"),
-    images_root: Optional[str] = typer.Option(None, "--images-root"),
+    images_root: Optional[str] = typer.Option(None, "--images-root", help="root of --cohort's image paths"),
     pretrain_cohort: Optional[str] = typer.Option(None, "--pretrain-cohort",
                                                   help="pretraining cohort (default: a synthetic one)"),
-    pretrain_images_root: Optional[str] = typer.Option(None, "--pretrain-images-root"),
+    pretrain_images_root: Optional[str] = typer.Option(None, "--pretrain-images-root",
+                                                       help="root of --pretrain-cohort's image paths"),
     inits: Optional[List[str]] = typer.Option(None, "--inits", help="random, imagenet[:FILE], checkpoint:PATH, "
                                                                     "supervised, barlow"),
     policies: Optional[List[str]] = typer.Option(None, "--policies", help="label policies; ';'-mixes need --config"),
     aux: Optional[List[str]] = typer.Option(None, "--aux", help="off, on (or both: off,on)"),
-    seeds: Optional[List[str]] = typer.Option(None, "--seeds", help="fine-tuning seeds, e.g. 0,1,2"),
-    backbone: Optional[str] = typer.Option(None, "--backbone"),
+    seeds: Optional[List[str]] = C.seeds_option(help="Fine-tuning seeds, comma-separated, e.g. 0,1,2 [0]"),
+    backbone: Optional[str] = typer.Option(None, "--backbone", help="timm model name [efficientnet_lite0]"),
     imagenet_weights: Optional[str] = typer.Option(None, "--imagenet-weights", help="timm-named file for 'imagenet'"),
-    tasks: Optional[List[str]] = typer.Option(None, "--tasks"),
-    pretrain_epochs: Optional[int] = typer.Option(None, "--pretrain-epochs", min=1),
-    finetune_epochs: Optional[int] = typer.Option(None, "--finetune-epochs", min=1),
+    tasks: Optional[List[str]] = typer.Option(None, "--tasks", help="label columns (repeatable or comma-separated)"),
+    pretrain_epochs: Optional[int] = typer.Option(None, "--pretrain-epochs", min=1, help="pretraining epochs [2]"),
+    finetune_epochs: Optional[int] = typer.Option(None, "--finetune-epochs", min=1, help="fine-tuning epochs"),
     pretrain_n: Optional[int] = typer.Option(None, "--pretrain-n", min=8, help="synthetic pretraining cohort size"),
     n: int = typer.Option(600, "--n", min=20, help="synthetic downstream cohort size (without --cohort)"),
     scenario: str = typer.Option("none", "--scenario", help="synthetic downstream scenario (without --cohort)"),
-    size: int = typer.Option(64, "--size", min=8),
-    seed: int = typer.Option(0, "--seed", help="seed of the synthetic downstream cohort and its split"),
-    n_boot: Optional[int] = typer.Option(None, "--n-boot", min=0),
-    set_: Optional[List[str]] = typer.Option(None, "--set"),
-    cache_dir: Optional[str] = typer.Option(None, "--cache-dir"),
-    workers: int = typer.Option(2, "--workers", min=1),
-    fresh: bool = typer.Option(False, "--fresh"),
-    quiet: bool = typer.Option(False, "--quiet"),
+    size: int = typer.Option(64, "--size", min=8, help=C.SIZE_HELP),
+    seed: int = C.seed_option(help="Seed of the synthetic downstream cohort and its split."),
+    n_boot: Optional[int] = C.n_boot_option(None, help=f"{C.N_BOOT_HELP} [{C.N_BOOT}]"),
+    device: Optional[str] = _DEVICE,
+    set_: Optional[List[str]] = _SET,
+    cache_dir: Optional[str] = _CACHE,
+    workers: int = _WORKERS,
+    fresh: bool = _FRESH,
+    quiet: bool = C.quiet_option(),
 ) -> None:
     """Fine-tune every init × label policy × aux × seed and write one table (mean AUC per task with CIs)."""
     from pathlib import Path
@@ -192,15 +217,12 @@ def grid_cmd(
         if bad:
             raise CxrError(f"--aux takes off/on, got {bad[0]!r}")
         aux_vals = [m[a.lower()] for a in _csv(aux)]
-    try:
-        seed_vals = [int(s) for s in _csv(seeds)] if seeds else None
-    except ValueError:
-        raise CxrError(f"--seeds takes integers, got {seeds}") from None
+    seed_vals = C.parse_seeds(seeds)
     cfg = _config(GridConfig, config, {
         "inits": _csv(inits), "label_policies": _csv(policies), "aux": aux_vals, "seeds": seed_vals,
         "backbone": backbone, "imagenet_weights": imagenet_weights, "tasks": _csv(tasks),
         "pretrain_epochs": pretrain_epochs, "finetune_epochs": finetune_epochs, "pretrain_n": pretrain_n,
-        "n_boot": n_boot}, set_)
+        "n_boot": n_boot, "pretrain.train.device": device, "finetune.train.device": device}, set_)
     log = _logger(quiet)
     if cohort:
         df, images = _load_cohort_and_images(cohort, images_root, size, cache_dir, workers, quiet)
@@ -218,9 +240,13 @@ def grid_cmd(
                      cache_dir=cache_dir)
     typer.echo((Path(out) / "table.md").read_text(encoding="utf-8"))
     log(f"{len(table)} table rows → {Path(out) / 'table.parquet'}")
+    C.summary("pretrain grid", out, table=str(Path(out) / "table.parquet"), rows=len(table))
 
 
 def register(app: typer.Typer) -> None:
-    app.command("pretrain")(pretrain_cmd)
-    app.command("pretrain-finetune")(finetune_cmd)
-    app.command("pretrain-grid")(grid_cmd)
+    group = C.family(app, "pretrain")
+    group.command("run")(pretrain_cmd)
+    group.command("finetune")(finetune_cmd)
+    group.command("grid")(grid_cmd)
+    app.command("pretrain-finetune", hidden=True, help="Old spelling of 'pretrain finetune'.")(finetune_cmd)
+    app.command("pretrain-grid", hidden=True, help="Old spelling of 'pretrain grid'.")(grid_cmd)
