@@ -5,6 +5,10 @@ from typing import Optional
 
 import typer
 
+from cxrdistill.commands import _common as C
+
+_SIZE = typer.Option(None, "--size", min=8, help="image side in pixels (default: the model's input size)")
+
 teacher_app = typer.Typer(help="The black-box teacher: serve it as an API, pretrain the default one, show its info.",
                           no_args_is_help=True)
 
@@ -19,7 +23,8 @@ def serve(
     max_batch: int = typer.Option(64, "--max-batch", min=1, help="most images per request"),
     max_request_mb: float = typer.Option(32.0, "--max-request-mb", min=0.001, help="largest request body (MiB)"),
     max_pixels: int = typer.Option(4096 * 4096, "--max-pixels", min=1, help="largest image accepted (pixels)"),
-    image_size: Optional[int] = typer.Option(None, "--image-size", min=8, help="override the model's input size"),
+    size: Optional[int] = _SIZE,
+    image_size: Optional[int] = C.hidden("--image-size"),
     faults: Optional[str] = typer.Option(None, "--faults",
                                          help='inject failures, e.g. "5xx=0.1,delay=0.05:0.3,drop=0.05,seed=1"'),
     log_requests: Optional[str] = typer.Option(None, "--log-requests",
@@ -43,7 +48,7 @@ def serve(
         torch.set_num_threads(threads)
     token = token_from_env(token_env)
     spec = FaultSpec.parse(faults)
-    t = resolve_teacher(model, image_size=image_size)
+    t = resolve_teacher(model, image_size=size or image_size)
     app = create_app(t, token=token, max_batch=max_batch, max_request_bytes=int(max_request_mb * 2**20),
                      max_pixels=max_pixels, faults=spec, log_dir=log_requests)
 
@@ -57,6 +62,7 @@ def serve(
         aip = os.environ.get("AIP_HTTP_PORT")  # set by Vertex AI when it starts a custom container
         port = int(aip) if aip and aip.isdigit() else 8000
     run_server(app, host, port, log_level=log_level, on_ready=ready)
+    C.summary("teacher serve", None, teacher=t.info.name, host=host, port=port)
 
 
 @teacher_app.command("info")
@@ -65,11 +71,11 @@ def info(
                                           "timm:NAME[:WEIGHTS]"),
     token_env: Optional[str] = typer.Option(None, "--token-env", help="environment variable holding the API token"),
     token_command: Optional[str] = typer.Option(None, "--token-command", help="command printing the API token"),
-    image_size: Optional[int] = typer.Option(None, "--image-size", min=8, help="override the model's input size"),
+    size: Optional[int] = _SIZE,
+    image_size: Optional[int] = C.hidden("--image-size"),
 ) -> None:
     """Print a teacher's info as JSON (name, version, embedding shape, dtype, image size)."""
     import asyncio
-    import json
 
     from cxrdistill.teachers.client import open_api
     from cxrdistill.teachers.local import is_remote, resolve_teacher
@@ -85,37 +91,36 @@ def info(
     else:
         from cxrdistill.models.network import count_params
 
-        t = resolve_teacher(model, image_size=image_size)
+        t = resolve_teacher(model, image_size=size or image_size)
         d = {**t.info.to_dict(), "params": count_params(t.model)}
-    typer.echo(json.dumps(d, indent=1))
+    C.summary("teacher info", None, **d)
 
 
 @teacher_app.command("pretrain")
 def pretrain(
-    out: str = typer.Option(..., "--out", help="teacher checkpoint to write (.safetensors)"),
+    out: str = C.out_option(help="Teacher checkpoint to write (.safetensors)."),
     n: int = typer.Option(3000, "--n", min=16, help="images in the synthetic pretraining cohort"),
     size: int = typer.Option(64, "--size", min=16, help="image side in pixels"),
     backbone: str = typer.Option("resnet18", "--backbone", help="any timm model name"),
     embed_dim: Optional[int] = typer.Option(None, "--embed-dim", min=1,
                                             help="add a projector to this width (default: the backbone's features)"),
-    epochs: int = typer.Option(3, "--epochs", min=1),
-    batch_size: int = typer.Option(64, "--batch-size", min=2),
-    lr: float = typer.Option(2e-3, "--lr", min=0),
+    epochs: int = typer.Option(3, "--epochs", min=1, help="training epochs"),
+    batch_size: int = typer.Option(64, "--batch-size", min=2, help="training batch size"),
+    lr: float = typer.Option(2e-3, "--lr", min=0, help="learning rate"),
     contrastive: float = typer.Option(0.1, "--contrastive", min=0, help="weight of the contrastive term (0: off)"),
     contrastive_kind: str = typer.Option("supcon", "--contrastive-kind",
                                          help="supcon (label-aware, one view) or simclr (two augmented views)"),
     scenario: str = typer.Option("pretrain", "--scenario", help="synthetic scenario (name or YAML file)"),
-    seed: int = typer.Option(1234, "--seed"),
+    seed: int = C.seed_option(1234),
     workers: int = typer.Option(2, "--workers", min=1, help="processes rendering the synthetic cohort"),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1 …"),
+    device: str = C.device_option(),
     threads: Optional[int] = typer.Option(None, "--threads", min=1,
                                           help="torch CPU threads (1 is fastest on a machine shared with other jobs)"),
     run_dir: Optional[str] = typer.Option(None, "--run-dir", help="checkpoints for resume (default: OUT.run/)"),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    progress: bool = C.progress_option(),
+    quiet: bool = C.quiet_option(),
 ) -> None:
     """Train the default "foundation model" on a synthetic pretraining cohort (its own planted bias)."""
-    import json
-
     from cxrdistill.teachers.pretrain import TeacherPretrainConfig, pretrain_teacher
 
     if threads:
@@ -125,9 +130,9 @@ def pretrain(
     cfg = TeacherPretrainConfig(n=n, size=size, backbone=backbone, embed_dim=embed_dim, epochs=epochs, batch_size=batch_size,
                          lr=lr, contrastive=contrastive, contrastive_kind=contrastive_kind, scenario=scenario,
                          seed=seed, workers=workers, device=device)
-    res = pretrain_teacher(out, cfg, run_dir=run_dir, progress=progress,
-                           log=lambda s: typer.echo(s, err=True))
-    typer.echo(json.dumps(res))
+    res = pretrain_teacher(out, cfg, run_dir=run_dir or f"{out}.run", progress=progress and not quiet,
+                           log=(lambda s: None) if quiet else (lambda s: typer.echo(s, err=True)))
+    C.summary("teacher pretrain", out, **{k: v for k, v in res.items() if k not in ("command", "status", "out")})
 
 
 def register(app: typer.Typer) -> None:
