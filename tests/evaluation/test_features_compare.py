@@ -135,3 +135,16 @@ def test_compare_bad_inputs(tmp_path):
         compare_dirs([a, a], names=["x"])
     with pytest.raises(InputError, match="unique"):
         compare_dirs([a, a])
+
+
+def test_no_significant_ks_tests_in_either_model_is_not_proof_of_equivalence(tmp_path):
+    """0 of 4 against 0 of 4 significant tests: no change, but far too few tests to call the shares equal."""
+    few = {"n_tests": 4, "n_significant": 0, "by_attribute": {}, "bias_score": {"value": 0.0}}
+    many = {"n_tests": 4000, "n_significant": 0, "by_attribute": {}, "bias_score": {"value": 0.0}}
+    res = compare_dirs([_write(tmp_path, "t", features=few), _write(tmp_path, "s", features=dict(few))])
+    r = res.tidy[(res.tidy["model"] == "s") & (res.tidy["metric"] == "n_significant")].iloc[0]
+    assert r["verdict"] == "inconclusive" and r["delta_se"] > 0.1
+    (tmp_path / "big").mkdir()
+    res = compare_dirs([_write(tmp_path / "big", "t", features=many), _write(tmp_path / "big", "s", features=many)])
+    r = res.tidy[(res.tidy["model"] == "s") & (res.tidy["metric"] == "n_significant")].iloc[0]
+    assert r["verdict"] == "inherited"

@@ -40,7 +40,8 @@ METHOD = (
     "two-sided z = delta / se_delta. Equivalence test (TOST): two one-sided z-tests of delta <= -margin and "
     "delta >= +margin, p_equiv = the larger p, i.e. equivalent at level alpha when the (1 - 2 alpha) CI of delta "
     "lies within ± margin. Feature-space results compare the share of significant KS tests (n_significant / "
-    "n_tests): pooled two-proportion z-test for the change, unpooled error for the TOST, treating tests as "
+    "n_tests): pooled two-proportion z-test for the change, an unpooled error (half a success added to each "
+    "share) for the TOST, treating tests as "
     "independent trials (an approximation). Within one model-vs-reference comparison the change p-values form one "
     "family and the equivalence p-values another, each adjusted with the chosen correction. Verdict: 'reduced' or "
     "'amplified' when p_adj < alpha (smaller or larger magnitude); else 'inherited' when p_equiv_adj < alpha (the "
@@ -516,7 +517,9 @@ def compare_bundles(bundles: list[AuditBundle], *, alpha: float = 0.05, correcti
                     continue
                 x1, n1, x2, n2 = int(a["x"]), int(a["n"]), int(r["x"]), int(r["n"])
                 d, z, p = two_proportion_test(x1, n1, x2, n2)
-                se_d = math.sqrt((x1 / n1) * (1 - x1 / n1) / n1 + (x2 / n2) * (1 - x2 / n2) / n2)
+                # unpooled error with half a success added (never zero: 0 of 4 tests is no proof of equivalence)
+                q1, q2 = (x1 + 0.5) / (n1 + 1), (x2 + 0.5) / (n2 + 1)
+                se_d = math.sqrt(q1 * (1 - q1) / n1 + q2 * (1 - q2) / n2)
             elif (k[2], k[3], k[4], k[5], k[1]) in pair:  # (task, attribute, group_a, group_b, metric)
                 d, se_d = pair[(k[2], k[3], k[4], k[5], k[1])]
                 z = d / se_d if se_d > 0 else (0.0 if d == 0 else math.copysign(math.inf, d))
