@@ -100,3 +100,14 @@ def test_site_browses_and_searches_offline_in_chromium(site):
             browser.close()
     assert remote == [] and problems == []
     assert re.search(r"\d+ matching document", hits), hits
+
+
+def test_readme_is_a_short_entry_point():
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert len(text.splitlines()) <= 250
+    for must in ("make demo", "make test", "runs/demo/report.html", ".venv/bin/cxrdistill", "source .venv/bin/activate",
+                 "minutes", "docs/img/report.png", "make docs"):
+        assert must in text, must
+    shot = ROOT / "docs" / "img" / "report.png"
+    assert 10_000 < shot.stat().st_size < 300_000
+    assert "Known issues" not in text
