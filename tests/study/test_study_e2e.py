@@ -146,6 +146,7 @@ def test_report_opens_in_headless_chromium(study_run, tmp_path):
     assert "30% of positives labelled 0" in html and "laminar" in html and "split by patient: train " in html
     shot = tmp_path / "report.png"
     r = check_page(out / "report.html", shot)
+    assert r["tables"] >= 5 and r["overflowing_tables"] == [] and r["page_overflow_px"] == 0, r  # tables fit
     assert r["console_errors"] == [] and r["page_errors"] == []
     assert r["images"] >= 5 and r["broken_images"] == []
     assert shot.stat().st_size > 10_000
