@@ -43,6 +43,16 @@ def clean_str(series: pd.Series) -> pd.Series:
     return s.mask(s == "")
 
 
+def required_text(series: pd.Series, *, path: object, column: str, message: str,
+                  hint: str = "fill or remove the row") -> pd.Series:
+    """Trimmed text of a column that must be filled in every row; the first blank row is an InputError."""
+    s = clean_str(series)
+    if s.isna().any():
+        i = s.index[s.isna().to_numpy()][0]
+        raise InputError(message, path=path, column=column, row=line_of(i), hint=hint)
+    return s.astype(str)
+
+
 def to_object(series: pd.Series) -> pd.Series:
     """Object column with None for missing (the cohort's convention for nullable text)."""
     return series.astype(object).where(series.notna(), None)

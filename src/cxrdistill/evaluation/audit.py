@@ -153,11 +153,23 @@ def _null_comparison(a, b, reason):
             "ks_significant": None, "reason": reason}
 
 
-def _audit_task(kind: str, task: str, y: np.ndarray, p: np.ndarray, attrs: dict, cfg: dict):
+@dataclass(frozen=True)
+class TaskSettings:
+    """The settings of :func:`run_audit` that one task's audit uses."""
+
+    target_fpr: float  # the operating point: the overall ROC point whose FPR is closest to this
+    n_boot: int  # bootstrap replicates (0: no CIs)
+    alpha: float  # 1 − CI level, and the significance level before the multiple-testing correction
+    seed: int  # every bootstrap stream derives from it (task, attribute and label kind spawn their own)
+    min_n: int  # groups with fewer labelled rows get null metrics and a reason
+
+
+def _audit_task(kind: str, task: str, y: np.ndarray, p: np.ndarray, attrs: dict, settings: TaskSettings):
     """Nested result for one task, its tidy rows, and its comparison dicts (raw p-values, adjusted later)."""
     from scipy.stats import ks_2samp
 
-    target, n_boot, alpha, seed, min_n = cfg["target_fpr"], cfg["n_boot"], cfg["alpha"], cfg["seed"], cfg["min_n"]
+    s = settings
+    target, n_boot, alpha, seed, min_n = s.target_fpr, s.n_boot, s.alpha, s.seed, s.min_n
     rows: list[dict] = []
     comps: list[dict] = []
     n, n_pos = int(y.size), int(y.sum())
@@ -359,8 +371,8 @@ def run_audit(df, attributes: Iterable[str], tasks: Iterable[str] | None = None,
                 "ci": "percentile bootstrap; overall: resampled within class; groups, gaps and differences: within "
                       "group x class (missing attribute its own stratum)",
                 "pvalue_family": "every auc_p and ks_p of this call"}
-    cfg = {"target_fpr": float(target_fpr), "n_boot": int(n_boot), "alpha": float(alpha), "seed": int(seed),
-           "min_n": int(min_n)}
+    task_settings = TaskSettings(target_fpr=float(target_fpr), n_boot=int(n_boot), alpha=float(alpha), seed=int(seed),
+                                 min_n=int(min_n))
     all_attr = {a: attribute_labels(df[a], a, age_bins, path=path) for a in dict.fromkeys(attributes + (
         [resample_by] if resample != "none" else []))}
     kinds = ["observed", "true"] if labels == "both" else [labels]
@@ -392,7 +404,7 @@ def run_audit(df, attributes: Iterable[str], tasks: Iterable[str] | None = None,
                 attrs = {a: (lab[idx], groups) for a, (lab, groups) in attrs.items()}
                 key = t if kind == "observed" or labels != "both" else f"{t} (true)"
                 resampling["tasks"][key] = rep
-            res, rows, comps = _audit_task(kind, t, y, p, attrs, cfg)
+            res, rows, comps = _audit_task(kind, t, y, p, attrs, task_settings)
             res["n_dropped_missing_score"] = n_labelled - int(keep.sum())
             if rep is not None:
                 res["resampling"] = rep

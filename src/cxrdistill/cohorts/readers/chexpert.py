@@ -12,7 +12,7 @@ import pandas as pd
 
 from cxrdistill.cohorts.harmonize import (SEX_MAP, assemble, check_unique, clean_str, finish, harmonize_ethnicity,
                                           harmonize_race, line_of, map_values, parse_labels, parse_number,
-                                          require_columns, snake_case)
+                                          require_columns, required_text, snake_case)
 from cxrdistill.cohorts.readers import READERS
 from cxrdistill.errors import InputError
 from cxrdistill.storage.io import read_table
@@ -54,10 +54,7 @@ def read_demographics(path: str | os.PathLike) -> pd.DataFrame:
     p = Path(path)
     demo = read_table(p, dtype=str)
     require_columns(demo, DEMO_COLUMNS, p, "CheXpert demographics file")
-    pid = clean_str(demo["PATIENT"])
-    if pid.isna().any():
-        i = pid.index[pid.isna().to_numpy()][0]
-        raise InputError("missing patient id", path=p, column="PATIENT", row=line_of(i), hint="fill or remove the row")
+    pid = required_text(demo["PATIENT"], path=p, column="PATIENT", message="missing patient id")
     out = pd.DataFrame({
         "patient_id": pid.astype(str),
         "race": harmonize_race(demo["PRIMARY_RACE"]),
@@ -86,11 +83,7 @@ def read_chexpert(csv: str | os.PathLike, demographics: str | os.PathLike | None
     raw = read_table(p, dtype={"Path": str, "Sex": str, "Frontal/Lateral": str, "AP/PA": str, "Race": str,
                                "Ethnicity": str})
     require_columns(raw, META + CHEXPERT_LABELS, p, "CheXpert csv")
-    path = clean_str(raw["Path"])
-    if path.isna().any():
-        i = path.index[path.isna().to_numpy()][0]
-        raise InputError("missing image path", path=p, column="Path", row=line_of(i), hint="fill or remove the row")
-    path = path.astype(str)
+    path = required_text(raw["Path"], path=p, column="Path", message="missing image path")
     check_unique(path, path=p, column="Path", what="image path")
     patient = path.str.extract(r"(patient\d+)", expand=False)
     if patient.isna().any():

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from cxrdistill.cohorts.harmonize import (SEX_MAP, assemble, clean_str, finish, harmonize_race, line_of, map_values,
-                                          parse_labels, parse_number, require_columns, snake_case)
+                                          parse_labels, parse_number, require_columns, required_text, snake_case)
 from cxrdistill.cohorts.readers import READERS
 from cxrdistill.errors import InputError
 from cxrdistill.storage.io import read_table
@@ -78,11 +78,7 @@ def read_mimic(metadata: str | os.PathLike, labels: str | os.PathLike, patients:
     meta = read_table(mp, dtype=str)
     require_columns(meta, ["dicom_id", "subject_id", "study_id", "ViewPosition", "StudyDate"], mp,
                     "MIMIC-CXR-JPG metadata csv")
-    dicom = clean_str(meta["dicom_id"])
-    if dicom.isna().any():
-        i = dicom.index[dicom.isna().to_numpy()][0]
-        raise InputError("missing dicom_id", path=mp, column="dicom_id", row=line_of(i), hint="fill or remove the row")
-    dicom = dicom.astype(str)
+    dicom = required_text(meta["dicom_id"], path=mp, column="dicom_id", message="missing dicom_id")
     _one_row_per(dicom, path=mp, column="dicom_id", what="dicom_id")
     subject = _ids(meta["subject_id"], path=mp, column="subject_id")
     study = _ids(meta["study_id"], path=mp, column="study_id")

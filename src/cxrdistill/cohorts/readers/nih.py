@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cxrdistill.cohorts.harmonize import (SEX_MAP, assemble, check_unique, clean_str, finish, line_of, map_values,
-                                          parse_number, require_columns)
+from cxrdistill.cohorts.harmonize import (SEX_MAP, assemble, check_unique, finish, line_of, map_values, parse_number,
+                                          require_columns, required_text)
 from cxrdistill.cohorts.readers import READERS
 from cxrdistill.errors import InputError
 from cxrdistill.storage.io import read_table
@@ -46,25 +46,13 @@ def read_nih(csv: str | os.PathLike) -> pd.DataFrame:
     raw = read_table(p, dtype={"Image Index": str, "Finding Labels": str, "Patient ID": str,
                                "Patient Gender": str, "View Position": str})
     require_columns(raw, META, p, "NIH Data_Entry csv")
-    image = clean_str(raw["Image Index"])
-    if image.isna().any():
-        i = image.index[image.isna().to_numpy()][0]
-        raise InputError("missing image name", path=p, column="Image Index", row=line_of(i),
-                         hint="fill or remove the row")
-    image = image.astype(str)
+    image = required_text(raw["Image Index"], path=p, column="Image Index", message="missing image name")
     check_unique(image, path=p, column="Image Index", what="image name")
-    pid = clean_str(raw["Patient ID"])
-    if pid.isna().any():
-        i = pid.index[pid.isna().to_numpy()][0]
-        raise InputError("missing patient id", path=p, column="Patient ID", row=line_of(i),
-                         hint="fill or remove the row")
+    pid = required_text(raw["Patient ID"], path=p, column="Patient ID", message="missing patient id")
     pid = pid.str.lstrip("0").mask(lambda s: s == "", "0").astype(str)  # "00012" and "12" are one patient
 
-    findings = clean_str(raw["Finding Labels"])
-    if findings.isna().any():
-        i = findings.index[findings.isna().to_numpy()][0]
-        raise InputError("blank Finding Labels", path=p, column="Finding Labels", row=line_of(i),
-                         hint="NIH rows list findings separated by '|', or 'No Finding'")
+    findings = required_text(raw["Finding Labels"], path=p, column="Finding Labels", message="blank Finding Labels",
+                             hint="NIH rows list findings separated by '|', or 'No Finding'")
     tokens = findings.str.split("|").explode().str.strip()
     unknown = ~tokens.isin(list(NIH_LABELS))
     if unknown.any():

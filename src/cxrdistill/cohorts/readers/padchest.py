@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from cxrdistill.cohorts.harmonize import (assemble, check_unique, clean_str, finish, line_of, map_values,
-                                          parse_number, require_columns, snake_case, to_object)
+                                          parse_number, require_columns, required_text, snake_case, to_object)
 from cxrdistill.cohorts.readers import READERS
 from cxrdistill.errors import InputError
 from cxrdistill.storage.io import read_table
@@ -86,17 +86,9 @@ def read_padchest(csv: str | os.PathLike, all_findings: bool = False, keep_unlab
         notes.append(f"dropped {int(unlabelled.sum())} images with a blank Labels cell (keep them with "
                      "--keep-unlabelled)")
         raw = raw[~unlabelled.to_numpy()]
-    image = clean_str(raw["ImageID"])
-    if image.isna().any():
-        i = image.index[image.isna().to_numpy()][0]
-        raise InputError("missing ImageID", path=p, column="ImageID", row=line_of(i), hint="fill or remove the row")
-    image = image.astype(str)
+    image = required_text(raw["ImageID"], path=p, column="ImageID", message="missing ImageID")
     check_unique(image, path=p, column="ImageID", what="ImageID")
-    pid = clean_str(raw["PatientID"])
-    if pid.isna().any():
-        i = pid.index[pid.isna().to_numpy()][0]
-        raise InputError("missing PatientID", path=p, column="PatientID", row=line_of(i),
-                         hint="fill or remove the row")
+    pid = required_text(raw["PatientID"], path=p, column="PatientID", message="missing PatientID")
     folder = clean_str(raw["ImageDir"]).str.replace(r"\.0$", "", regex=True)
     path = (folder.fillna("") + "/" + image).str.lstrip("/").astype(str)
 
