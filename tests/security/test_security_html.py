@@ -185,3 +185,14 @@ def test_study_report_escapes(hostile, audits, compared, fair_out, tmp_path):
            "stage_seconds": {HOSTILE: 1.0}}
     page = write_report(run, res)
     assert_safe(page, [HOSTILE, BREAKOUT])
+
+
+def test_features_report_of_a_table_without_ids_escapes(hostile, tmp_path):
+    """A peer's single table (unnamed index, no image_id, a hostile group and feature name) audited as published."""
+    d, pred, emb = hostile
+    df = pd.read_parquet(emb).drop(columns=["image_id"]).rename(columns={"emb_0": HOSTILE})
+    df.to_csv(tmp_path / "peer.csv")  # pandas' default: an unnamed index column
+    out = tmp_path / "out"
+    _cli(["audit-features", str(tmp_path / "peer.csv"), "--features", HOSTILE, "--features", "emb_1",
+          "--attribute", "race", "--out", str(out)])
+    assert_safe(out / "features_report.html", [HOSTILE, BREAKOUT])

@@ -46,10 +46,10 @@ def _group_figure(task: str, attr: str, ares: dict, overall: dict, alpha: float)
             d = ares["groups"][g]
             v, ci = d[m], d.get(f"{m}_ci")
             if ci:
-                ax.errorbar(v, yy, xerr=[[max(v - ci[0], 0)], [max(ci[1] - v, 0)]], fmt="o", color="#2b6cb0",
+                ax.errorbar(v, yy, xerr=[[max(v - ci[0], 0)], [max(ci[1] - v, 0)]], fmt="o", color="#333333",
                             capsize=3)
             else:
-                ax.plot(v, yy, "o", color="#2b6cb0")
+                ax.plot(v, yy, "o", color="#333333")
         if overall.get(m) is not None:
             ax.axvline(overall[m], color="#b02a2a", ls="--", lw=1, label="overall")
         ax.set_title(title, fontsize=9)
