@@ -169,7 +169,7 @@ def test_nih_and_padchest_cli_on_real_slices(nih_csv, padchest_csv, tmp_path, ca
 
 
 def test_synth_output_imports_like_real_data(tmp_path, capsys):
-    """The issue's round trip: `cxrdistill synth` → `cohort import chexpert` with every image opened."""
+    """The round trip: `cxrdistill synth` → `cohort import chexpert` with every image opened."""
     out = tmp_path / "synth"
     main(["synth", str(out), "--n", "30", "--size", "32", "--seed", "1"])
     cohort = tmp_path / "s.parquet"

@@ -31,7 +31,7 @@ def _ci(v, se):
 
 def make_audit(gap: float, se: float = 0.01, task: str = "pleural_effusion", base_auc: float = 0.85,
                n: int = 3000, n_pos: int = 600, tpr_gap: float | None = None) -> dict:
-    """An audit.json in the issue-5 item-1 format with one attribute (sex: F better than M by ``gap``)."""
+    """An audit.json (the performance audit's layout) with one attribute (sex: F better than M by ``gap``)."""
     tpr_gap = gap if tpr_gap is None else tpr_gap
     a_auc, b_auc = base_auc, base_auc - gap
     groups = {

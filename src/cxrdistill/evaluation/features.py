@@ -91,8 +91,8 @@ def level_score(p_adj, levels: tuple[float, ...] = SIGNIFICANCE_LEVELS) -> np.nd
 
 def bias_score(tests: pd.DataFrame, weights: dict[str, float], *,
                levels: tuple[float, ...] = SIGNIFICANCE_LEVELS, weighting: str = "explained_variance_ratio") -> dict:
-    """Seed 000's score: KS outcomes graded by significance level, weighted by each mode's explained variance
-    (see ``BIAS_SCORE_DEFINITION``)."""
+    """The variance-weighted bias score: KS outcomes graded by significance level, weighted by each mode's
+    explained variance (see ``BIAS_SCORE_DEFINITION``)."""
     t = tests.assign(w=tests["feature"].map(weights).astype(float), s=level_score(tests["p_adj"], levels))
     t["ws"] = t["w"] * t["s"]
     by_pair = t.groupby(["attribute", "group_a", "group_b"], sort=False)["ws"].sum().reset_index()
