@@ -367,7 +367,8 @@ def _fair_distill(run_dir: Path, res: dict) -> str:
     if html_path.exists():
         return html_path.read_text(encoding="utf-8")
     return section("Can the student be fairer than its teacher?",
-                   [f"<pre>{esc(json.dumps(fd, indent=1)[:6000])}</pre>"])
+                   ["<details><summary>The results as recorded (JSON)</summary>"
+                    f"<pre>{esc(json.dumps(fd, indent=1)[:6000])}</pre></details>"])
 
 
 def _pretraining(run_dir: Path, res: dict) -> str:
