@@ -60,9 +60,9 @@ def synthesize(out: PathLike, n: int = 1000, size: int = 128, seed: int = 0, sce
     Examples
     --------
     >>> import cxrdistill
-    >>> csv = cxrdistill.synthesize(tmp / "synth", n=40, size=32, scenario="underdiagnosis")
-    >>> csv.name
-    'train.csv'
+    >>> csv = cxrdistill.synthesize("data/synth", n=40, size=32, scenario="underdiagnosis")
+    >>> csv.as_posix()
+    'data/synth/train.csv'
     """
     from cxrdistill.synth import generate
 
@@ -92,8 +92,11 @@ def synthetic_cohort(n: int, seed: int = 0, scenario: str | PathLike = "none") -
 
     Examples
     --------
-    >>> cohort = cxrdistill.synthetic_cohort(1000, scenario="underdiagnosis")
-    >>> cohort.groupby("sex")[["pleural_effusion", "true_pleural_effusion"]].mean()  # labels missed in one sex
+    >>> import cxrdistill
+    >>> cohort = cxrdistill.synthetic_cohort(4000, scenario="underdiagnosis")
+    >>> rates = cohort.groupby("sex")[["pleural_effusion", "true_pleural_effusion"]].mean()
+    >>> bool(rates.loc["F", "pleural_effusion"] < rates.loc["M", "pleural_effusion"])  # labels miss women's effusions
+    True
     """
     from cxrdistill.synth import cohort_table, load_scenario, sample_cohort
 
@@ -124,6 +127,7 @@ def synthetic_images(n: int, size: int = 64, seed: int = 0, scenario: str | Path
 
     Examples
     --------
+    >>> import cxrdistill
     >>> images, cohort = cxrdistill.synthetic_images(8, size=32, scenario="shortcut")
     >>> images.shape, len(cohort)
     ((8, 32, 32), 8)
@@ -162,9 +166,11 @@ def import_cohort(reader: str, out: PathLike | None = None, *, images_root: Path
 
     Examples
     --------
-    >>> cohort = cxrdistill.import_cohort("chexpert", csv=csv, images_root=csv.parent)
-    >>> sorted({"image_id", "patient_id", "sex", "race"} - set(cohort.columns))
-    []
+    >>> import cxrdistill
+    >>> csv = cxrdistill.synthesize("data/chexpert_like", n=40, size=32)   # a dataset in CheXpert's layout
+    >>> cohort = cxrdistill.import_cohort("chexpert", csv=csv, images_root=csv.parent, out="data/cohort.parquet")
+    >>> len(cohort), sorted({"image_id", "patient_id", "sex", "race"} - set(cohort.columns))
+    (40, [])
     """
     from cxrdistill.cohorts.importer import import_cohort as _import
 
@@ -201,6 +207,8 @@ def split_cohort(cohort: pd.DataFrame | PathLike, fractions: Sequence[float] = (
 
     Examples
     --------
+    >>> import cxrdistill
+    >>> cohort = cxrdistill.synthetic_cohort(300)
     >>> split = cxrdistill.split_cohort(cohort, fractions=(0.6, 0.2, 0.2), stratify=["sex"])
     >>> sorted(split["split"].unique())
     ['test', 'train', 'val']
@@ -472,9 +480,16 @@ def audit(predictions: pd.DataFrame | PathLike, attributes: Sequence[str], *, ta
 
     Examples
     --------
+    >>> import numpy as np, cxrdistill
+    >>> cohort = cxrdistill.synthetic_cohort(2000, scenario="underdiagnosis")
+    >>> truth = cohort["true_pleural_effusion"]
+    >>> predictions = cohort[["image_id", "sex"]].assign(                # a model that sees the true disease
+    ...     y_effusion=cohort["pleural_effusion"].fillna(0).clip(lower=0),
+    ...     p_effusion=truth + np.random.default_rng(0).normal(0, 0.8, len(cohort)))
     >>> res = cxrdistill.audit(predictions, ["sex"], n_boot=100)
-    >>> set(res.by_group["attribute"])
-    {'sex'}
+    >>> auc = res.by_group.query("metric == 'auc' and attribute == 'sex'").set_index("group")["value"]
+    >>> bool(auc["F"] < auc["M"])    # against the biased labels the model looks worse for women
+    True
     """
     import pandas as pd
 

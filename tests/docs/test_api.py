@@ -84,3 +84,18 @@ def test_synthetic_cohort_is_what_synthesize_writes(tmp_path):
     assert cxrdistill.load_cohort(tmp_path / "c.parquet")["split"].tolist() == split["split"].tolist()
     with pytest.raises(InputError):
         cxrdistill.synthetic_cohort(10, scenario="no_such_scenario")
+
+
+def test_docstring_examples_run(tmp_path, monkeypatch):
+    """The examples in the public functions' docstrings run and print what they show."""
+    import doctest
+
+    from cxrdistill import api
+
+    monkeypatch.chdir(tmp_path)
+    tests = [t for t in doctest.DocTestFinder().find(api) if t.examples]
+    assert len(tests) >= 6
+    runner = doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE)
+    for t in tests:
+        runner.run(t)
+    assert runner.failures == 0, runner.summarize()
