@@ -247,6 +247,7 @@ def test_a_failed_command_ends_with_an_error_summary(tmp_path, capsys):
     assert e.value.code == 2
     s = _last_json(capsys)
     assert s["command"] == "audit" and s["status"] == "error" and "missing.csv" in s["error"]
+    assert s["out"] == str(tmp_path / "o")
 
 
 def test_summary_is_strict_json(capsys):

@@ -114,7 +114,13 @@ def main(argv: list[str] | None = None) -> None:
 def _error_summary(args: list[str], cmd, message: str, status: str = "error") -> None:
     from cxrdistill.commands._common import summary
 
-    summary(command_path(args, cmd), None, status=status, error=message)
+    out = None
+    for i, a in enumerate(args):
+        if a in ("--out", "-o") and i + 1 < len(args):
+            out = args[i + 1]
+        elif a.startswith("--out="):
+            out = a.split("=", 1)[1]
+    summary(command_path(args, cmd), out, status=status, error=message)
 
 
 if __name__ == "__main__":

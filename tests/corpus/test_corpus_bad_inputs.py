@@ -94,7 +94,7 @@ def _cache_pixels(out: Path, image_id: str) -> np.ndarray:
 @case("image")
 def case_truncated_png(ctx):
     argv, out = _cache(ctx, {"truncated.png": cf.truncated_png})
-    return Run(argv, out=out, expect=("truncated.png", "truncated or corrupt", "re-copy", "--skip-bad-images"),
+    return Run(argv, out=out, expect=("truncated.png", "truncated or corrupt", "re-copy", "--on-error skip"),
                leftovers=("cache.partial",))
 
 
@@ -201,7 +201,7 @@ def case_image_missing_at_import(ctx):
     cf.png(root / "CheXpert-v1.0-small/train/patient00001/study1/view1_frontal.jpg")  # a PNG named .jpg: fine
     out = ctx.out / "cohort.parquet"
     return Run(["cohort", "import", "chexpert", "--csv", str(csv), "--images-root", str(root), "--out", str(out)],
-               out=out, expect=("1 of 2 image files", "missing", "patient00002", "--missing drop"))
+               out=out, expect=("1 of 2 image files", "missing", "patient00002", "--on-error skip"))
 
 
 # ================================================================================================ tables
@@ -299,7 +299,7 @@ def case_pred_nan_scores(ctx):
     p[7] = np.nan
     argv, out = _audit(ctx, cf.predictions_csv(ctx.inp / "pred.csv", p_effusion=p))
     return Run(argv, out=out, expect=("pred.csv", "row 9", "column 'p_effusion'", "no score (NaN)",
-                                      "--drop-missing-scores"))
+                                      "--on-error skip"))
 
 
 @case("predictions")

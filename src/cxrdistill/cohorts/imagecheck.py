@@ -102,7 +102,7 @@ def check_images(df: pd.DataFrame, images_root: str | os.PathLike, *, missing: s
     if not rep.n_bad:
         return df, rep
     if missing == "error":
-        raise InputError(rep.summary(), hint="fix the files or --images-root, or pass --missing drop to leave "
+        raise InputError(rep.summary(), hint="fix the files or --images-root, or pass --on-error skip to leave "
                                              "them out (--no-image-check skips the check)")
     rep.n_dropped = int(bad.sum())
     out = df[~bad].reset_index(drop=True)

@@ -127,7 +127,7 @@ def task_arrays(df, task: str, label_col: str | None = None, drop_missing_scores
     if missing.any() and not drop_missing_scores:
         i = int(np.flatnonzero(missing)[0])
         raise InputError(f"{int(missing.sum())} labelled rows have no score (NaN)", path=path, column="p_" + task,
-                         row=i + 2, hint="fix the predictions, or pass --drop-missing-scores to leave those rows out")
+                         row=i + 2, hint="fix the predictions, or pass --on-error skip to leave those rows out")
     keep = labelled & ~np.isnan(p)
     return y[keep].astype(np.int32), p[keep], keep
 

@@ -2,7 +2,7 @@
 fairer than its teacher?" asked of the study's own teacher (its embeddings, as returned by the API) and the study's
 own cohort, split and labels, real or synthetic.
 
-The synthetic measurement (:mod:`cxrdistill.fairkd.experiment`, ``cxrdistill fair-distill-study``) builds a cohort
+The synthetic measurement (:mod:`cxrdistill.fairkd.experiment`, ``cxrdistill fair distill-study``) builds a cohort
 and trains a teacher per scenario; here both are given, and everything after that — a plain-KD student and one student
 per fairness-aware objective, identical but for the objective, scored by one protocol (a linear probe on each
 model's embeddings, teacher included), the paired test against plain KD, the tables and the plot — is the same code.
@@ -33,7 +33,7 @@ def make_cohort_config(options: dict[str, Any] | None, **defaults: Any) -> FairK
     if bad:
         raise InputError(f"fair_distill.options: {', '.join(bad)} {'is' if len(bad) == 1 else 'are'} only for the "
                          "synthetic measurement "
-                         "(`cxrdistill fair-distill-study`); a study distils its own teacher on its own cohort",
+                         "(`cxrdistill fair distill-study`); a study distils its own teacher on its own cohort",
                          hint=f"remove {', '.join(bad)}; set student: {{epochs: …}}, methods, seeds instead")
     return make_config(defaults, what="fair_distill.options", synthetic=False, **options)
 

@@ -311,7 +311,7 @@ def report_section(table: pd.DataFrame | str | Path, meta: dict | None = None) -
     if not isinstance(table, pd.DataFrame):
         d = Path(table)
         if not (d / "fairkd_summary.parquet").exists():
-            raise InputError("no fair-distillation results here", path=d, hint="run cxrdistill fair-distill-study")
+            raise InputError("no fair-distillation results here", path=d, hint="run cxrdistill fair distill-study")
         table = pd.read_parquet(d / "fairkd_summary.parquet")
         meta = meta or json.loads((d / "fairkd.json").read_text(encoding="utf-8"))
     meta = meta or {}
@@ -358,7 +358,7 @@ def write_outputs(tidy: pd.DataFrame, meta: dict, out: Path) -> dict[str, Any]:
 
     plt.close(fig)
     html = H.page("Fair distillation of a black-box teacher", [report_section(table, meta)],
-                  subtitle=f"cxrdistill fair-distill-study — {', '.join(meta['config']['scenarios'])}")
+                  subtitle=f"cxrdistill fair distill-study — {', '.join(meta['config']['scenarios'])}")
     with atomic_open(out / "report.html", encoding="utf-8") as fh:
         fh.write(html)
     return {"tidy": tidy, "per_seed": ps, "table": table}

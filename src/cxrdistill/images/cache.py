@@ -379,7 +379,7 @@ class _BuildState:
                         self.checkpoint()
                         raise InputError(f"cannot cache image {ids[row]!r}: {err}",
                                          hint="fix or remove the file and rerun (finished images are kept), or "
-                                              "skip bad files (on_error='skip' / --skip-bad-images)")
+                                              "skip bad files (on_error='skip' / --on-error skip)")
                     self.errors[row] = err
                 else:
                     self.mm[row] = np.frombuffer(data, dtype=np.uint8).reshape(self.size, self.size)
