@@ -10,7 +10,7 @@ The main steps are functions at the package top (defined in :mod:`cxrdistill.api
 
 __version__ = "0.1.0"
 
-__all__ = ["synthesize", "synthetic_cohort", "synthetic_images", "import_cohort", "split_cohort", "load_cohort", "embed", "distill",
+__all__ = ["synthesize", "synthetic_cohort", "synthetic_images", "import_cohort", "split_cohort", "embed", "distill",
            "probe", "evaluate", "audit", "compare", "run_study", "__version__"]
 
 

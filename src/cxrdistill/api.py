@@ -19,7 +19,7 @@ if TYPE_CHECKING:  # pragma: no cover - for the signatures only
 
 PathLike = str | os.PathLike
 
-__all__ = ["synthesize", "synthetic_cohort", "synthetic_images", "import_cohort", "split_cohort", "load_cohort", "embed", "distill",
+__all__ = ["synthesize", "synthetic_cohort", "synthetic_images", "import_cohort", "split_cohort", "embed", "distill",
            "probe", "evaluate", "audit", "compare", "run_study"]
 
 
@@ -214,34 +214,11 @@ def split_cohort(cohort: pd.DataFrame | PathLike, fractions: Sequence[float] = (
     ['test', 'train', 'val']
     """
     from cxrdistill.cohorts.splits import assign_splits
-    from cxrdistill.cohorts.validate import save_cohort
+    from cxrdistill.cohorts.validate import load_cohort, save_cohort
 
     df = load_cohort(cohort) if isinstance(cohort, (str, os.PathLike)) else cohort
     df = assign_splits(df, fractions, stratify=stratify, seed=seed)
     return save_cohort(df, out) if out is not None else df
-
-
-def load_cohort(path: PathLike) -> pd.DataFrame:
-    """Read and validate a cohort table (Parquet or CSV).
-
-    Parameters
-    ----------
-    path
-        The table's file.
-
-    Returns
-    -------
-    pandas.DataFrame
-        The cohort table, one row per image.
-
-    Raises
-    ------
-    cxrdistill.errors.InputError
-        When the file is missing or a required column or value is wrong (the message names it).
-    """
-    from cxrdistill.cohorts.validate import load_cohort as _load
-
-    return _load(path)
 
 
 def embed(teacher: str, cohort: PathLike, images_root: PathLike, out: PathLike, *, size: int | None = None,

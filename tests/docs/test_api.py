@@ -81,7 +81,7 @@ def test_synthetic_cohort_is_what_synthesize_writes(tmp_path):
     split = cxrdistill.split_cohort(cohort, fractions=(0.5, 0.25, 0.25), seed=0, out=tmp_path / "c.parquet")
     assert set(split["split"]) == {"train", "val", "test"}
     assert split.groupby("patient_id")["split"].nunique().max() == 1
-    assert cxrdistill.load_cohort(tmp_path / "c.parquet")["split"].tolist() == split["split"].tolist()
+    assert pd.read_parquet(tmp_path / "c.parquet")["split"].tolist() == split["split"].tolist()
     with pytest.raises(InputError):
         cxrdistill.synthetic_cohort(10, scenario="no_such_scenario")
 
