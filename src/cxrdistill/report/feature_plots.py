@@ -207,7 +207,10 @@ def compare_forest(tidy: pd.DataFrame, models: list[str], *, max_rows: int = 15)
         v = s["value"].to_numpy(dtype=float)
         mag = np.where(s["magnitude"] == "abs", np.abs(v), v)
         se = s["se"].to_numpy(dtype=float)
-        ax.errorbar(mag, yy, xerr=1.96 * se, fmt="o", ms=4, color=model_color(m, i), label=m, capsize=2, lw=1)
+        # a magnitude |gap| is never below 0: its interval stops there
+        lo = np.where(s["magnitude"] == "abs", np.minimum(1.96 * se, mag), 1.96 * se)
+        ax.errorbar(mag, yy, xerr=[lo, 1.96 * se], fmt="o", ms=4, color=model_color(m, i), label=m, capsize=2,
+                    lw=1)
     ax.set_yticks(range(len(labels)), labels, fontsize=7)
     ax.invert_yaxis()
     ax.set_xlabel("bias magnitude (|gap| or probe AUC), 95% CI")
