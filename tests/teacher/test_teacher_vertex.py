@@ -319,3 +319,29 @@ def test_vertex_client_killed_mid_run_then_resumed(cohort, standin, tmp_path):
     assert not resent & snapshot
     for i in ids[::9]:
         np.testing.assert_array_equal(st[i], s.computed[hashes[i]])
+
+
+def test_max_rps_spaces_requests_and_token_command_failures_are_clear(cohort, standin, tmp_path):
+    import asyncio
+
+    from cxrdistill.teachers.transport import TokenSource
+
+    s, spec = standin(auth=False)
+    embed_cohort(spec, cohort["table"], cohort["root"], tmp_path / "s", batch_size=8, concurrency=4, max_rps=10,
+                 progress=False)
+    starts = sorted(e["t"] for e in s.log)
+    assert len(starts) == 9 and min(np.diff(starts)) >= 0.09  # ten per second at most, with four workers ready
+
+    def fails(command: str, match: str):
+        with pytest.raises(CxrError, match=match) as ei:
+            asyncio.run(TokenSource(command=command).get())
+        return str(ei.value)
+
+    py = sys.executable
+    msg = fails(f"{py} -c \"import sys; print('tok-LEAKED'); sys.exit('login required: run gcloud auth login')\"",
+                r"failed \(exit 1\): login required: run gcloud auth login")
+    assert "tok-LEAKED" not in msg
+    fails(f"{py} -c pass", "printed nothing")
+    fails("no-such-token-command-here", "not found")
+    with pytest.raises(CxrError, match="--token-env or --token-command, not both"):
+        TokenSource("x", "y")

@@ -1,6 +1,7 @@
 """Fault injection for the teacher server, to test that clients survive a flaky API.
 
-``--faults "5xx=0.1,429=0.05,delay=0.05:0.3,drop=0.05,seed=1"`` — on each ``POST /v1/embed``, independently:
+``--faults "5xx=0.1,429=0.05,delay=0.05:0.3,drop=0.05,seed=1"`` — on each embedding request (``POST /v1/embed``,
+``/predict`` or ``/v2/models/NAME/infer``), independently:
   * ``delay=LO:HI`` (or ``delay=HI``): sleep a uniform time in [LO, HI] seconds before handling;
   * ``5xx=P``: with probability P answer 500, 502 or 503 without computing anything;
   * ``429=P``: with probability P answer 429 with ``Retry-After: 0``;
@@ -19,7 +20,11 @@ from dataclasses import dataclass
 
 from cxrdistill.errors import InputError
 
-_PATHS = ("/v1/embed",)
+def _is_embedding_request(path: str) -> bool:
+    import os
+
+    return (path in ("/v1/embed", os.environ.get("AIP_PREDICT_ROUTE") or "/predict")
+            or (path.startswith("/v2/models/") and path.endswith("/infer")))
 
 
 @dataclass
@@ -99,7 +104,7 @@ class FaultInjector:
             return r.random(), r.random(), r.random(), r.uniform(*self.spec.delay), r.choice((500, 502, 503))
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["path"] not in _PATHS or scope["method"] != "POST":
+        if scope["type"] != "http" or not _is_embedding_request(scope["path"]) or scope["method"] != "POST":
             return await self.app(scope, receive, send)
         u5, u429, udrop, delay, code = self._draw()
         self.counts["requests"] += 1

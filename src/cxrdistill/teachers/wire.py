@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import struct
+import zlib
 
 import numpy as np
 
@@ -48,6 +49,28 @@ def unpack_images(body: bytes, max_items: int | None = None) -> list[bytes]:
         if max_items is not None and len(out) > max_items:
             raise WireError(f"more than {max_items} images in one request")
     return [bytes(b) for b in out]
+
+
+def png_stored(img: np.ndarray) -> bytes:
+    """An 8-bit grayscale PNG of ``img`` with its pixel rows stored uncompressed (zlib level 0, filter None) and only
+    the IHDR, IDAT and IEND chunks: pixels and nothing else.
+
+    For a server on this machine (loopback), where bytes cost nothing: written with zlib and numpy directly, it
+    takes ~1% of the time PIL's encoder takes at any level (its per-call cost dominates on small images), and any
+    PNG decoder reads it. Across a network the client uses PIL's filtered, compressed PNGs instead.
+    """
+    a = np.ascontiguousarray(img)
+    if a.ndim != 2 or a.dtype != np.uint8:
+        raise ValueError(f"png_stored expects a 2-D uint8 array, got {a.dtype} {a.shape}")
+    h, w = a.shape
+    rows = np.zeros((h, w + 1), np.uint8)  # each row: filter type 0, then its pixels
+    rows[:, 1:] = a
+    return b"".join((b"\x89PNG\r\n\x1a\n", _chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)),
+                     _chunk(b"IDAT", zlib.compress(rows.tobytes(), 0)), _chunk(b"IEND", b"")))
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
 def encode_embeddings(arr: np.ndarray) -> tuple[bytes, dict[str, str]]:
