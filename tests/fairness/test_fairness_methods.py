@@ -8,7 +8,7 @@ import torch
 from fairness_helpers import D, fast_cfg, head, make_data
 
 from cxrdistill.fairness import FAIR_METHODS
-from cxrdistill.fairness.base import freeze
+from cxrdistill.fairness.freeze import freeze
 from cxrdistill.fairness.methods.fairdi import FairDi
 from cxrdistill.fairness.methods.groupdro import GroupDRO
 from cxrdistill.fairness.methods.resample import Resample

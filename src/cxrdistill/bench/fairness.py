@@ -157,7 +157,7 @@ def _fit_predict(data, method: str, params: dict, seed: int, train: dict, train_
     import torch
 
     from cxrdistill.fairness import FAIR_METHODS
-    from cxrdistill.fairness.base import predict_logits, subset_dataset
+    from cxrdistill.fairness.datasets import predict_logits, subset_dataset
     from cxrdistill.fairness.run import make_head
     from cxrdistill.training.trainer import TrainConfig
 

@@ -11,6 +11,7 @@ from typing import Iterable, Mapping
 import numpy as np
 import pandas as pd
 
+from cxrdistill.cohorts.schema import CHEXPERT_FINDINGS
 from cxrdistill.cohorts.validate import validate_cohort
 from cxrdistill.errors import InputError, show_value
 
@@ -168,8 +169,6 @@ def frontal_from_view(view: pd.Series) -> pd.Series:
 
 def label_order(names) -> list[str]:
     """Canonical label order: CheXpert's 14 in CheXpert's order, then the others alphabetically."""
-    from cxrdistill.cohorts.schema import CHEXPERT_FINDINGS
-
     rank = {n: i for i, n in enumerate(CHEXPERT_FINDINGS)}
     return sorted(names, key=lambda n: (rank.get(n, len(rank)), n))
 

@@ -24,6 +24,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from cxrdistill.cohorts.schema import label_columns
 from cxrdistill.errors import CxrError, InputError
 from cxrdistill.registry import Registry
 
@@ -116,8 +117,6 @@ def build_targets(df, tasks: Sequence[str], policy: PolicySpec = DEFAULT_POLICY,
         raise CxrError("no tasks given")
     for t in tasks:
         if t not in df.columns:
-            from cxrdistill.cohorts.schema import label_columns
-
             raise InputError("no such label column in the cohort", column=t,
                              hint=f"labels here: {', '.join(label_columns(df)) or '(none)'}")
     resolved = parse_policy(policy, tasks)

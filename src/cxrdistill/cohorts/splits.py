@@ -18,8 +18,10 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from cxrdistill.cohorts.harmonize import clean_str, line_of, map_values
 from cxrdistill.cohorts.schema import label_columns
 from cxrdistill.errors import CxrError, InputError
+from cxrdistill.storage.io import read_table
 
 SPLITS = ("train", "val", "test")
 SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validate": "val",
@@ -116,9 +118,6 @@ def split_from_file(df: pd.DataFrame, path: str | os.PathLike) -> tuple[pd.DataF
     Split names: train/val/test (also training, valid, validate, validation, dev, testing). Cohort rows the file
     does not list get a null split. Returns the table and counts (matched rows, unlisted rows, unknown ids).
     """
-    from cxrdistill.cohorts.harmonize import clean_str, line_of, map_values
-    from cxrdistill.storage.io import read_table
-
     tab = read_table(path, dtype=str)
     key = "image_id" if "image_id" in tab.columns else "patient_id" if "patient_id" in tab.columns else None
     if key is None:

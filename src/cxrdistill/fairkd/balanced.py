@@ -26,7 +26,7 @@ class BalancedKD(FairDistill):
     def sample_weights(self, dataset):
         if self.mode != "sample":
             return None
-        from cxrdistill.fairness.base import balanced_weights
+        from cxrdistill.fairness.datasets import balanced_weights
 
         g = training_arrays(dataset).get("g")
         return None if g is None else balanced_weights(g.reshape(-1))

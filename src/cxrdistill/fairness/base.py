@@ -1,5 +1,7 @@
 """What every fairness method shares: group-aware validation (overall, per-group, worst-group score and gap), model
-selection among the epochs (overall / worst-group / DTO), the ``fit`` recipe, and dataset/model helpers.
+selection among the epochs (overall / worst-group / DTO) and the ``fit`` recipe. The tasks a method trains on are in
+:mod:`~cxrdistill.fairness.tasks`, the dataset helpers in :mod:`~cxrdistill.fairness.datasets`, freezing in
+:mod:`~cxrdistill.fairness.freeze`.
 
 A fairness method is a :class:`~cxrdistill.training.method.Method` on the one shared Trainer. It is registered twice:
 in :data:`FAIR_METHODS` under its short name (``erm``, ``groupdro``, …; what ``cxrdistill fair --method`` takes) and
@@ -20,14 +22,14 @@ import numpy as np
 import torch
 
 from cxrdistill.errors import CxrError
+from cxrdistill.fairness.datasets import dataset_groups, gather
 from cxrdistill.fairness.selection import RULES, dto_distances, select_index
-from cxrdistill.losses.classification import MaskedBCE
+from cxrdistill.fairness.tasks import FAIR_TASKS
 from cxrdistill.registry import Registry
 from cxrdistill.training.method import Method, family_register
 from cxrdistill.training.methods.supervised import logits_of
 
 FAIR_METHODS: Registry = Registry("fairness method", plugins=("cxrdistill.fairness.methods",))
-FAIR_TASKS: Registry = Registry("fair-training task", plugins=("cxrdistill.fairness.segmentation",))
 
 
 def register_method(name: str):
@@ -36,159 +38,6 @@ def register_method(name: str):
     return family_register(FAIR_METHODS, "fair", name)
 
 
-# ----------------------------------------------------------------------------------------------------- tasks
-@FAIR_TASKS.register("cls")
-class ClassificationTask:
-    """Multi-label classification: masked BCE; scored by AUC (mean over tasks)."""
-
-    metric = "auc"
-
-    def __init__(self) -> None:
-        self.bce = MaskedBCE()
-
-    def mean_loss(self, logits, y):
-        return self.bce(logits, y)
-
-    def per_sample_loss(self, logits, y):
-        """(B,) mean BCE over each sample's labelled tasks (0 for a sample without labels)."""
-        return self.bce(logits, y, reduction="none")
-
-    def evaluate(self, model, batches, n_groups: int) -> dict[str, Any]:
-        """Loss, overall mean AUC, worst-group AUC and gap (mean over tasks), and each group's mean AUC."""
-        from cxrdistill.evaluation.quick import mean_auc, mean_group_aucs, task_aucs
-        from cxrdistill.training.methods.supervised import collect_scores
-
-        sc = collect_scores(model, batches)
-        s, y = sc["logits"], sc["y"]
-        loss = float(self.bce(torch.from_numpy(s), torch.from_numpy(y))) if len(s) else float("nan")
-        out: dict[str, Any] = {"loss": loss, "score": _nan(mean_auc(y, s)), "worst": float("nan"),
-                               "gap": float("nan"), "groups": [float("nan")] * n_groups}
-        if "g" in sc and len(s):
-            g = sc["g"]
-            worst, gap = mean_group_aucs(y, s, g)
-            out["worst"], out["gap"] = _nan(worst), _nan(gap)
-            for k in range(n_groups):
-                aucs = [a for a in task_aucs(y[g == k], s[g == k]) if a is not None] if (g == k).any() else []
-                out["groups"][k] = float(np.mean(aucs)) if aucs else float("nan")
-        return out
-
-
-def _nan(v) -> float:
-    return float("nan") if v is None else float(v)
-
-
-# -------------------------------------------------------------------------------------------------- datasets
-def dataset_groups(ds) -> np.ndarray | None:
-    """Group index (int64) of every item of an ArrayDataset (``g``), a CxrDataset (``groups``) or a Subset."""
-    arrays = getattr(ds, "arrays", None)
-    if isinstance(arrays, dict) and "g" in arrays:
-        return arrays["g"].cpu().numpy().astype(np.int64)
-    if getattr(ds, "groups", None) is not None:
-        return np.asarray(ds.groups, dtype=np.int64)
-    if isinstance(ds, torch.utils.data.Subset):
-        g = dataset_groups(ds.dataset)
-        return None if g is None else g[np.asarray(ds.indices)]
-    return None
-
-
-def subset_dataset(ds, idx):
-    """The items ``idx`` of a dataset, keeping its fast path (ArrayDataset.subset, CxrDataset rows)."""
-    idx = np.asarray(idx, dtype=np.int64)
-    if hasattr(ds, "subset"):
-        return ds.subset(torch.as_tensor(idx))
-    if type(ds).__name__ == "CxrDataset":
-        return type(ds)(ds.images, rows=ds.rows[idx],
-                        targets=None if ds.targets is None else ds.targets[idx],
-                        groups=None if ds.groups is None else ds.groups[idx],
-                        teacher=None if ds.teacher is None else _take(ds.teacher, idx),
-                        augment=ds.augment, mean=ds.mean, std=ds.std, seed=ds.seed)
-    return torch.utils.data.Subset(ds, idx.tolist())
-
-
-def _take(arr, idx):
-    return arr[idx] if isinstance(arr, (np.ndarray, torch.Tensor)) else np.stack([arr[int(i)] for i in idx])
-
-
-def gather(ds, idx) -> dict:
-    """One dict batch of items ``idx`` (tensor indexing on the fast path, default_collate otherwise)."""
-    if hasattr(ds, "get_batch"):
-        return ds.get_batch(torch.as_tensor(np.asarray(idx, dtype=np.int64)))
-    from torch.utils.data import default_collate
-
-    return default_collate([ds[int(i)] for i in idx])
-
-
-def iterate_batches(ds, batch_size: int = 256):
-    """Dict batches of ``ds`` in order (CPU)."""
-    n = len(ds)
-    for s in range(0, n, batch_size):
-        yield gather(ds, np.arange(s, min(n, s + batch_size)))
-
-
-def balanced_weights(g: np.ndarray) -> torch.Tensor:
-    """Sampling weight 1/n_g per item: every group is drawn equally often (in expectation)."""
-    g = np.asarray(g, dtype=np.int64)
-    counts = np.bincount(g)
-    return torch.as_tensor(1.0 / counts[g], dtype=torch.double)
-
-
-@torch.no_grad()
-def predict_logits(model, ds, batch_size: int = 256, device: str | torch.device = "cpu") -> torch.Tensor:
-    """Logits of ``model`` over ``ds`` in order (eval mode, no grad), on the CPU."""
-    was = model.training
-    model.eval()
-    outs = [logits_of(model(b["x"].to(device))).float().cpu() for b in iterate_batches(ds, batch_size)]
-    model.train(was)
-    return torch.cat(outs) if outs else torch.empty(0)
-
-
-# ---------------------------------------------------------------------------------------------------- models
-def classifier_prefix(model: torch.nn.Module) -> str:
-    """Parameter-name prefix of the final classifier: ``head.`` (CxrNet) or the last Linear/Conv module."""
-    head = getattr(model, "head", None)
-    if isinstance(head, torch.nn.Module):
-        return "head."
-    last = None
-    for name, m in model.named_modules():
-        if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d, torch.nn.Conv1d)) and name:
-            last = name
-    if last is None:
-        raise CxrError(f"cannot find the classifier layer of {type(model).__name__}; give parameter prefixes "
-                       "to freeze instead of 'backbone'")
-    return last + "."
-
-
-def freeze(model: torch.nn.Module, spec: str | list[str] | None) -> list[str]:
-    """Freeze parameters by spec: ``none``; ``backbone`` (everything but the final classifier); ``all``; or
-    parameter-name prefixes (list or comma-separated). BatchNorm layers whose parameters are all frozen also keep
-    their running statistics (momentum 0). Returns the frozen parameter names."""
-    if spec is None or spec == "none" or spec == []:
-        return []
-    if spec == "all":
-        prefixes = [""]
-    elif spec == "backbone":
-        keep = classifier_prefix(model)
-        names = [n for n, _ in model.named_parameters() if not n.startswith(keep)]
-        prefixes = names
-    else:
-        prefixes = [p.strip() for p in (spec.split(",") if isinstance(spec, str) else spec) if p.strip()]
-    frozen = []
-    for n, p in model.named_parameters():
-        if any(n == pre or n.startswith(pre) for pre in prefixes):
-            p.requires_grad_(False)
-            frozen.append(n)
-    if spec not in ("all", "backbone") and not frozen:
-        raise CxrError(f"freeze spec {spec!r} matches no parameter; names look like "
-                       f"{', '.join(n for n, _ in list(model.named_parameters())[:4])}")
-    for m in model.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            ps = list(m.parameters(recurse=False))
-            if ps and not any(p.requires_grad for p in ps):
-                m.momentum = 0.0  # running = (1 − 0)·running: statistics stay those of the frozen model
-    return frozen
-
-
-# ---------------------------------------------------------------------------------------------------- method
 @dataclass
 class FitResult:
     """What :meth:`FairMethod.fit` returns: the final model (selected / averaged), per-epoch history, and notes."""

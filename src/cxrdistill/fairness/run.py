@@ -91,7 +91,7 @@ def run_one(data, method: str, seed: int, cfg: FairRunConfig, out: Path, *, devi
     import torch
 
     from cxrdistill.fairness.base import FAIR_METHODS
-    from cxrdistill.fairness.base import predict_logits
+    from cxrdistill.fairness.datasets import predict_logits
     from cxrdistill.storage.io import write_json, write_parquet
     from cxrdistill.storage.checkpoint import save_weights
     from cxrdistill.training.trainer import TrainConfig
@@ -206,7 +206,8 @@ def run_prechecks(data, cfg: FairRunConfig, out: Path, *, device: str = "auto",
     import torch
 
     from cxrdistill.evaluation.probes import probe_attribute
-    from cxrdistill.fairness.base import FAIR_METHODS, dataset_groups, predict_logits, subset_dataset
+    from cxrdistill.fairness.base import FAIR_METHODS
+    from cxrdistill.fairness.datasets import dataset_groups, predict_logits, subset_dataset
     from cxrdistill.fairness.benchmark import Repetition, prechecks, summarize, with_group_input
     from cxrdistill.training.trainer import TrainConfig
 

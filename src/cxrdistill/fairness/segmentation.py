@@ -22,7 +22,7 @@ from torch import nn
 
 from cxrdistill.errors import InputError
 from cxrdistill.images.preprocess import MEAN, STD
-from cxrdistill.fairness.base import FAIR_TASKS
+from cxrdistill.fairness.tasks import FAIR_TASKS
 from cxrdistill.fairness.metrics import OVERALL, SUMMARY
 
 
@@ -256,7 +256,7 @@ def run_seg(data: SegData, cfg, out: str | Path, *, base: int = 16, depth: int =
     """Seeds × methods on a segmentation task → ``seg_results.parquet``, ``seg_table.csv/.md``, ``seg.json``,
     ``seg_pareto.png`` (``cfg`` is a :class:`~cxrdistill.fairness.run.FairRunConfig`)."""
     from cxrdistill.fairness.base import FAIR_METHODS
-    from cxrdistill.fairness.base import iterate_batches
+    from cxrdistill.fairness.datasets import iterate_batches
     from cxrdistill.fairness.report import markdown_table, pareto_plot, per_seed, summarize
     from cxrdistill.storage.io import stable_hash
     from cxrdistill.storage.io import atomic_open, clean_json, write_json, write_parquet, write_table

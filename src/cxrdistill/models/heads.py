@@ -14,6 +14,7 @@ from torch import nn
 
 from cxrdistill.errors import CxrError, InputError
 from cxrdistill.registry import Registry
+from cxrdistill.storage.checkpoint import load_weights, save_weights
 
 HEADS: Registry = Registry("head")
 
@@ -97,14 +98,10 @@ def head_input_dim(embed_shape, pool: str = "mean") -> int:
 
 def save_head(head: HeadNet, path: str | Path, **meta: Any) -> None:
     """Weights (safetensors) with the constructor arguments, so :func:`load_head` rebuilds it."""
-    from cxrdistill.storage.checkpoint import save_weights
-
     save_weights(head.state_dict(), path, {"head": head.config, **meta})
 
 
 def load_head(path: str | Path) -> tuple[HeadNet, dict]:
-    from cxrdistill.storage.checkpoint import load_weights
-
     sd, meta = load_weights(path)
     if "head" not in meta:
         raise InputError("not a head saved by cxrdistill (no 'head' metadata)", path=path,

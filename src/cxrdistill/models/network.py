@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from cxrdistill.errors import CxrError, InputError
+from cxrdistill.storage.checkpoint import load_weights, save_weights
 
 
 def create_backbone(name: str, in_chans: int = 1, weights: str | Path | None = None, **kwargs: Any) -> nn.Module:
@@ -35,8 +36,6 @@ def load_backbone_weights(model: nn.Module, path: str | Path, in_chans: int = 1,
     """Load timm-named weights into ``model`` (classifier keys dropped; RGB stem summed to grayscale as timm's
     ``adapt_input_conv`` does). Errors when fewer than ``min_match`` of the model's tensors are found."""
     from timm.models import adapt_input_conv
-
-    from cxrdistill.storage.checkpoint import load_weights
 
     sd, _ = load_weights(path)
     sd = {k.removeprefix("module.").removeprefix("backbone."): v for k, v in sd.items()}
@@ -92,15 +91,11 @@ class CxrNet(nn.Module):
 
 def save_model(model: CxrNet, path: str | Path, **extra_meta: Any) -> None:
     """Weights as safetensors with the constructor arguments, so :func:`load_model` rebuilds the same network."""
-    from cxrdistill.storage.checkpoint import save_weights
-
     save_weights(model.state_dict(), path, {"cxrnet": model.config, **extra_meta})
 
 
 def load_model(path: str | Path, **overrides: Any) -> tuple[CxrNet, dict]:
     """Rebuild a :class:`CxrNet` saved by :func:`save_model`; returns (model, metadata)."""
-    from cxrdistill.storage.checkpoint import load_weights
-
     sd, meta = load_weights(path)
     if "cxrnet" not in meta:
         raise InputError("no cxrdistill model metadata in this file", path=path,

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import time
 
+from cxrdistill.models.network import count_params
+
 
 def inference_throughput(model, size: int, batch_size: int = 64, threads: int | None = 2, min_time: float = 1.0,
                          warmup: int = 2, max_batches: int = 1000, channels_last: bool = False,
@@ -58,8 +60,6 @@ def compare_speed(teacher, student, size: int, batch_size: int = 64, threads: in
     rounds. Returns ``{teacher: {params, throughput_img_s, layout, rounds}, student: {...}, speedup,
     speedup_rounds, image_size, batch_size, threads, repeats}``."""
     import statistics
-
-    from cxrdistill.models.network import count_params
 
     models = (("teacher", teacher), ("student", student))
     kw = dict(batch_size=batch_size, threads=threads, warmup=1)

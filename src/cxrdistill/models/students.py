@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cxrdistill.errors import CxrError, InputError
+from cxrdistill.models.network import CxrNet
 from cxrdistill.registry import Registry
+from cxrdistill.storage.checkpoint import load_weights
 
 STUDENTS: Registry = Registry("student")
 
@@ -78,8 +80,6 @@ def prepare_targets(t, teacher_shape, token_mode: str = "pool"):
 def create_student(name: str, teacher_shape, *, weights: str | Path | None = None, proj_hidden: int | None = None,
                    token_mode: str = "pool", in_chans: int = 1, backbone_kwargs: dict | None = None):
     """A :class:`CxrNet` whose ``embedding`` output has the size of the teacher's (pooled or flattened) embedding."""
-    from cxrdistill.models.network import CxrNet
-
     spec = student_spec(name)
     tshape = target_shape(teacher_shape, token_mode)
     return CxrNet(spec.backbone, in_chans=in_chans, embed_dim=math.prod(tshape),
@@ -96,9 +96,6 @@ def load_for_finetune(path: str | Path, num_classes: int, head_on: str | None = 
     ``"embedding"`` when the model has a projector (a distilled student: the head reads the teacher-like embedding),
     else ``"features"``. Returns (model, metadata).
     """
-    from cxrdistill.models.network import CxrNet
-    from cxrdistill.storage.checkpoint import load_weights
-
     sd, meta = load_weights(path)
     if "cxrnet" not in meta:
         raise InputError("no cxrdistill model metadata in this file", path=path,

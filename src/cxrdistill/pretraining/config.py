@@ -5,6 +5,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from cxrdistill.errors import InputError
 from cxrdistill.training.trainer import TrainConfig
 
 META_TASKS = ["frontal", "ap_pa", "sex", "age"]
@@ -108,8 +109,6 @@ class GridConfig(_Strict):
 def coerce_config(model: type[BaseModel], cfg: Any, path=None):
     """``cfg`` as ``model``: an instance, a dict, or another pydantic model with the same keys (the study's)."""
     from pydantic import ValidationError
-
-    from cxrdistill.errors import InputError
 
     if isinstance(cfg, model):
         return cfg

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from cxrdistill.errors import InputError
+from cxrdistill.images.augment import build_augment
 from cxrdistill.images.preprocess import MEAN, STD
 
 
@@ -90,8 +91,6 @@ class PairDataset:
 
     def __init__(self, pixels, rows, augment, partners: list[np.ndarray] | None = None, seed: int = 0,
                  mean: float = MEAN, std: float = STD):
-        from cxrdistill.images.augment import build_augment
-
         self.pixels = pixels
         self.rows = np.asarray(rows, dtype=np.int64)
         self.augment = build_augment(augment)

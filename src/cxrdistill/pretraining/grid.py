@@ -29,8 +29,14 @@ import numpy as np
 import pandas as pd
 
 from cxrdistill.errors import InputError
-from cxrdistill.storage.io import atomic_open, atomic_path, clean_json, write_json, write_table
+from cxrdistill.evaluation import bootstrap as bs
 from cxrdistill.pretraining.config import GridConfig, coerce_config
+from cxrdistill.pretraining.data import image_size, resolve_images
+from cxrdistill.pretraining.finetune import finetune
+from cxrdistill.pretraining.methods import PRETRAINERS
+from cxrdistill.pretraining.pretrain import pretrain
+from cxrdistill.storage.io import atomic_open, atomic_path, clean_json, read_table, write_json, write_table
+from cxrdistill.training.inputs import default_tasks
 
 INIT_LABELS = {"random": "random", "imagenet": "ImageNet", "supervised": "in-domain supervised",
                "supervised_meta": "in-domain supervised", "barlow": "Barlow Twins"}
@@ -78,8 +84,6 @@ def cached_synthetic_cohort(d: Path, n: int, size: int, seed: int, scenario: str
     key = hashlib.sha1(json.dumps([int(n), int(size), int(seed), str(scenario)]).encode()).hexdigest()[:12]
     table, pixels = d / f"synthetic-{key}.parquet", d / f"synthetic-{key}.npy"
     if table.exists() and pixels.exists():
-        from cxrdistill.storage.io import read_table
-
         return read_table(table), np.load(pixels, allow_pickle=False)
     df, images = synthetic_pretraining_cohort(n, size, seed, scenario)
     with atomic_path(pixels) as p:
@@ -112,12 +116,6 @@ def run_grid(cfg: GridConfig | dict | Any, cohort_df: pd.DataFrame, images: Any,
     ``cfg.pretrain_n`` images is rendered (seed ``cfg.pretrain_seed``). ``tasks`` overrides ``cfg.tasks``.
     Finished runs and pretrainings are reused on a re-run with the same settings (``fresh=True`` redoes them).
     """
-    from cxrdistill.pretraining.data import image_size, resolve_images
-    from cxrdistill.pretraining.finetune import finetune
-    from cxrdistill.pretraining.methods import PRETRAINERS
-    from cxrdistill.pretraining.pretrain import pretrain
-    from cxrdistill.training.inputs import default_tasks
-
     t_start = time.perf_counter()
     cfg = coerce_config(GridConfig, cfg)
     out = Path(out_dir)
@@ -208,8 +206,6 @@ def run_grid(cfg: GridConfig | dict | Any, cohort_df: pd.DataFrame, images: Any,
 def _paired_counts(n: int, n_boot: int, seed: int):
     """Chunks of bootstrap counts (b, n) over the evaluation images, in their row order (one stratum: images are
     resampled jointly for every task, seed and condition, so differences between conditions are paired)."""
-    from cxrdistill.evaluation import bootstrap as bs
-
     return bs.stratified_counts(np.zeros(n, dtype=np.int8), n_boot, bs.derive_rng(seed, "pretraining-grid"))
 
 
@@ -217,8 +213,6 @@ def summarize(runs: list[dict], preds: dict[str, pd.DataFrame], tasks: list[str]
               reference: str | None = None, alpha: float = 0.05) -> pd.DataFrame:
     """Tidy table: per condition (init, label_policy, aux) × labels (observed / true) × task (+ ``mean``): AUC
     averaged over seeds, its paired-bootstrap CI, and for the ``mean`` rows the difference to ``reference`` init."""
-    from cxrdistill.evaluation import bootstrap as bs
-
     first = preds[runs[0]["run"]]
     ids = first["image_id"].astype(str).to_numpy()
     for r in runs[1:]:

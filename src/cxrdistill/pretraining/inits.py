@@ -17,6 +17,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from cxrdistill.errors import CxrError, InputError
+from cxrdistill.models.imagenet import imagenet_lite0
+from cxrdistill.models.network import CxrNet
+from cxrdistill.models.students import load_for_finetune
 from cxrdistill.registry import Registry
 
 INITS: Registry = Registry("initialisation")
@@ -52,8 +55,6 @@ def build_init(spec: str, backbone: str, num_classes: int = 0, *, in_chans: int 
 
 @INITS.register("random")
 def _random(backbone: str, num_classes: int, arg: str | None, in_chans: int = 1, **_: Any):
-    from cxrdistill.models.network import CxrNet
-
     if arg:
         raise CxrError(f"random takes no argument (got random:{arg})")
     return CxrNet(backbone, in_chans=in_chans, num_classes=num_classes), {"backbone": backbone}
@@ -61,8 +62,6 @@ def _random(backbone: str, num_classes: int, arg: str | None, in_chans: int = 1,
 
 @INITS.register("imagenet")
 def _imagenet(backbone: str, num_classes: int, arg: str | None, in_chans: int = 1, cache_dir=None, **_: Any):
-    from cxrdistill.models.network import CxrNet
-
     if arg:
         path = Path(arg)
         if not path.exists():
@@ -73,7 +72,6 @@ def _imagenet(backbone: str, num_classes: int, arg: str | None, in_chans: int = 
             raise CxrError(f"'imagenet' without a file has real weights for {IMAGENET_BACKBONE} only, not "
                            f"{backbone!r}; use --backbone {IMAGENET_BACKBONE} or imagenet:FILE with timm-named "
                            f"weights for {backbone}")
-        from cxrdistill.models.imagenet import imagenet_lite0
 
         path = imagenet_lite0(cache_dir)
     model = CxrNet(backbone, in_chans=in_chans, num_classes=num_classes, weights=str(path))
@@ -82,8 +80,6 @@ def _imagenet(backbone: str, num_classes: int, arg: str | None, in_chans: int = 
 
 @INITS.register("checkpoint")
 def _checkpoint(backbone: str, num_classes: int, arg: str | None, head_on: str | None = None, **_: Any):
-    from cxrdistill.models.students import load_for_finetune
-
     if not arg:
         raise CxrError("checkpoint: needs a path, e.g. checkpoint:runs/pretrain/barlow.safetensors")
     path = Path(arg)

@@ -30,8 +30,9 @@ import numpy as np
 import torch
 
 from cxrdistill.errors import CxrError
-from cxrdistill.fairness.base import (FairMethod, FitResult, dataset_groups, freeze, register_method,
-                                      subset_dataset)
+from cxrdistill.fairness.base import FairMethod, FitResult, register_method
+from cxrdistill.fairness.datasets import dataset_groups, subset_dataset
+from cxrdistill.fairness.freeze import freeze
 from cxrdistill.fairness.methods.erm import ERM
 from cxrdistill.fairness.methods.fis import FIS, FISMixin
 from cxrdistill.losses.binary_kd import binary_kd

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import torch
 
-from cxrdistill.fairness.base import FairMethod, balanced_weights, dataset_groups, register_method
+from cxrdistill.fairness.base import FairMethod, register_method
+from cxrdistill.fairness.datasets import balanced_weights, dataset_groups
 from cxrdistill.training.distributed import all_reduce_sum
 
 

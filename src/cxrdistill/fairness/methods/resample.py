@@ -1,7 +1,8 @@
 """Group-balanced resampling: draw training items with probability ∝ 1/n_g, so every group is seen equally often."""
 from __future__ import annotations
 
-from cxrdistill.fairness.base import FairMethod, balanced_weights, dataset_groups, register_method
+from cxrdistill.fairness.base import FairMethod, register_method
+from cxrdistill.fairness.datasets import balanced_weights, dataset_groups
 
 
 @register_method("resample")

@@ -25,7 +25,8 @@ from typing import Any
 import torch
 
 from cxrdistill.errors import CxrError
-from cxrdistill.fairness.base import FairMethod, iterate_batches, register_method
+from cxrdistill.fairness.base import FairMethod, register_method
+from cxrdistill.fairness.datasets import iterate_batches
 
 
 class LossValley:

@@ -3,6 +3,7 @@
 Every loss takes ``(s, t, sample_weight=None)`` with ``s`` and ``t`` of shape (N, D) or (N, T, D) and passes the same
 contract tests (tests/distill/test_distill_kd_contract.py). A new loss is one small file here plus one import line.
 """
+from cxrdistill.errors import CxrError
 from cxrdistill.losses.kd.base import KD_LOSSES, KDLoss  # noqa: F401
 from cxrdistill.losses.kd import (  # noqa: F401  (registers every loss)
     contrastive, cosine, huber, logit_kd, mae, mse, mse_cosine, mse_cosine_learned, rkd)
@@ -11,8 +12,6 @@ from cxrdistill.losses.kd.mix import MixedKD
 
 def parse_loss_spec(spec) -> dict[str, float]:
     """``"mse"`` → {mse: 1}; ``"mse=1,rkd=0.5"`` or ``{"mse": 1, "rkd": 0.5}`` → a weighted mix."""
-    from cxrdistill.errors import CxrError
-
     if isinstance(spec, dict):
         out = {str(k): float(v) for k, v in spec.items()}
     else:

@@ -7,7 +7,14 @@ from typing import Any, Callable
 
 import numpy as np
 
+from cxrdistill.errors import InputError
+from cxrdistill.images.dataset import CxrDataset
+from cxrdistill.models.network import CxrNet
+from cxrdistill.pretraining.data import PairDataset, partner_groups
+from cxrdistill.pretraining.methods.barlow import BarlowNet, BarlowTwins
+from cxrdistill.pretraining.methods.supervised_meta import SupervisedMeta, age_stats, check_tasks, meta_targets
 from cxrdistill.registry import Registry
+from cxrdistill.training.inputs import ImageBatches
 
 PRETRAINERS: Registry = Registry("pretraining method")
 
@@ -25,8 +32,6 @@ class Recipe:
 def backbone_only(net):
     """A head-less copy of a CxrNet's backbone (``num_classes=0``, no projector) — what a pretraining run saves, so
     that a later fine-tune never inherits a pretraining head of the same size by accident."""
-    from cxrdistill.models.network import CxrNet
-
     cfg = dict(net.config)
     cfg.update(num_classes=0, embed_dim=None, proj_hidden=None, head_on="features")
     out = CxrNet(**cfg)
@@ -43,10 +48,6 @@ def _default_augment(cfg, name: str):
 @PRETRAINERS.register("supervised")
 def supervised(cfg, df, pixels, rows, tr, va, make_net) -> Recipe:
     """View (frontal/lateral, AP/PA), sex and age from the image (``supervised_meta``)."""
-    from cxrdistill.images.dataset import CxrDataset
-    from cxrdistill.pretraining.methods.supervised_meta import SupervisedMeta, age_stats, check_tasks, meta_targets
-    from cxrdistill.training.inputs import ImageBatches
-
     tasks = check_tasks(cfg.meta_tasks)
     stats = age_stats(df.iloc[tr])
     M = meta_targets(df, tasks, stats)
@@ -69,10 +70,6 @@ PRETRAINERS.register("supervised_meta")(supervised)
 @PRETRAINERS.register("barlow")
 def barlow(cfg, df, pixels, rows, tr, va, make_net) -> Recipe:
     """Barlow Twins on two augmented views (or two images of one patient / study with ``multi_instance``)."""
-    from cxrdistill.errors import InputError
-    from cxrdistill.pretraining.data import PairDataset, partner_groups
-    from cxrdistill.pretraining.methods.barlow import BarlowNet, BarlowTwins
-
     aug = _default_augment(cfg, "barlow")
     partners_tr = partners_va = None
     pairs = 0

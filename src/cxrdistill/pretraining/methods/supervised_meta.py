@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from cxrdistill.errors import CxrError
+from cxrdistill.evaluation.quick import task_aucs
 from cxrdistill.training.method import METHODS, Method
 
 #: meta targets, in output order: frontal (1) vs lateral (0), AP (1) vs PA (0), male (1) vs female (0), age (z-score)
@@ -94,8 +95,6 @@ def meta_loss(out: torch.Tensor, target: torch.Tensor, tasks: Sequence[str] = ME
 def meta_metrics(out: np.ndarray, target: np.ndarray, tasks: Sequence[str], prefix: str = "val_",
                  age_std: float | None = None) -> dict[str, float]:
     """AUC of each binary meta task and the age MAE (years when ``age_std`` is given, else z units)."""
-    from cxrdistill.evaluation.quick import task_aucs
-
     res: dict[str, float] = {}
     for k, t in enumerate(tasks):
         if t == "age":
