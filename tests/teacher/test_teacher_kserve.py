@@ -129,3 +129,20 @@ def test_native_vertex_and_kserve_routes_store_the_same_numbers(cohort, clean_st
         assert_same_store(stores[k], stores["native"])
     assert_same_store(stores["native"], clean_store)
     assert stores["vertex"].info["preprocess"] == {"size": None, "max_side": 1024, "mode": "keep-aspect"}
+
+
+def test_serve_takes_vertex_custom_container_routes_from_the_environment(cohort, make_server, monkeypatch, tmp_path):
+    """Vertex AI starts a custom container with AIP_PREDICT_ROUTE / AIP_HEALTH_ROUTE: the server answers there."""
+    import httpx
+
+    monkeypatch.setenv("AIP_PREDICT_ROUTE", "/v1/endpoints/cxr:predict")
+    monkeypatch.setenv("AIP_HEALTH_ROUTE", "/ping")
+    srv, _, _ = make_server(token=TOKEN)
+    assert httpx.get(srv.url + "/ping").status_code == 200  # health checks need no token
+    assert httpx.post(srv.url + "/predict", json={"instances": []}).status_code == 404
+    r = httpx.post(srv.url + "/v1/endpoints/cxr:predict", json={"instances": []},
+                   headers={"Authorization": f"Bearer {TOKEN}"})
+    assert r.status_code == 400 and r.json()["error"]["status"] == "INVALID_ARGUMENT"
+    res = embed_cohort(f"vertex:{srv.url}/v1/endpoints/cxr:predict", cohort["table"], cohort["root"], tmp_path / "s",
+                       token=TOKEN, splits=["val"], size=SIZE, progress=False)
+    assert res.embedded == 24
