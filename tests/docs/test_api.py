@@ -116,3 +116,36 @@ def test_every_function_reaches_its_implementation():
     assert len(targets) >= 10
     for module, name in targets:
         assert hasattr(importlib.import_module(module), name), f"{module}.{name}"
+
+
+@pytest.mark.parametrize("call, impls", [
+    (lambda: cxrdistill.run_study("s.yaml", "out", overrides={"size": 32}, jobs=1),
+     ["cxrdistill.study.run:run_study"]),
+    (lambda: cxrdistill.distill("c.parquet", "emb", "out", images_root="img", student="resnet18", epochs=1, size=32),
+     ["cxrdistill.training.run_config:load_config", "cxrdistill.training.runs:run_distill"]),
+    (lambda: cxrdistill.probe("c.parquet", "out", embeddings="emb", head="linear", epochs=1),
+     ["cxrdistill.training.run_config:load_config", "cxrdistill.training.runs:run_probe"]),
+    (lambda: cxrdistill.evaluate("c.parquet", "p.parquet", embeddings="emb", head="h.safetensors"),
+     ["cxrdistill.training.runs:run_evaluate"]),
+    (lambda: cxrdistill.embed("timm:resnet10t", "c.parquet", "img", "out", size=32, splits=["test"]),
+     ["cxrdistill.teachers.client:embed_cohort"]),
+    (lambda: cxrdistill.compare(["a", "b"], ["teacher", "student"]), ["cxrdistill.evaluation.compare:compare_dirs"]),
+])
+def test_functions_call_their_implementation_with_valid_arguments(call, impls, monkeypatch):
+    """Each wrapper's call matches its implementation's signature (checked by binding, without running it)."""
+    import importlib
+
+    calls = []
+    for spec in impls:
+        module, name = spec.split(":")
+        mod = importlib.import_module(module)
+        real = getattr(mod, name)
+
+        def stub(*args, _real=real, _name=name, **kwargs):
+            inspect.signature(_real).bind(*args, **kwargs)  # raises TypeError on a bad argument
+            calls.append(_name)
+            return {}
+
+        monkeypatch.setattr(mod, name, stub)
+    call()
+    assert calls == [s.split(":")[1] for s in impls]
