@@ -127,16 +127,17 @@ class KServeTeacher(ApiTeacher):
             raise InputError(f"model at {self.http.shown} takes {h}×{h} images; drop --size or give --size {h}")
         return int(h or size or info.image_size), None
 
-    def encode(self, pixels: Sequence[np.ndarray]) -> bytes:
+    def encode(self, pixels: Sequence[np.ndarray]) -> tuple[int, bytes]:
         dt = str(self.input["datatype"]).upper()
         t = to_tensor(np.asarray(pixels), self.layout, self.channels, dt, self.normalize)
         body = {"inputs": [{"name": self.input["name"], "shape": list(t.shape), "datatype": dt,
                             "data": t.ravel().tolist()}],
                 "outputs": [{"name": self.output_key}]}
-        return json.dumps(body, separators=(",", ":")).encode()
+        return len(t), json.dumps(body, separators=(",", ":")).encode()
 
-    async def embed(self, payload: bytes) -> Answer:
-        resp = await self.http.request("POST", "/infer", content=payload, headers={"Content-Type": "application/json"})
+    async def embed(self, payload: tuple[int, bytes]) -> Answer:
+        n, body = payload
+        resp = await self.http.request("POST", "/infer", content=body, headers={"Content-Type": "application/json"})
         try:
             outs = {o["name"]: o for o in resp.json()["outputs"]}
             o = outs[self.output_key]
@@ -146,6 +147,8 @@ class KServeTeacher(ApiTeacher):
         except (ValueError, KeyError, TypeError):
             raise CxrError(f"teacher at {self.http.shown}/infer did not answer with output {self.output_key!r} "
                            "(outputs: [{name, shape, datatype, data}])") from None
+        if len(a) != n:
+            raise CxrError(f"teacher at {self.http.shown} returned {len(a)} embeddings for {n} images")
         return Answer.all_of(np.stack([self.check_shape(x, f"output {self.output_key!r}") for x in a]))
 
 
