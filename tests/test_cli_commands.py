@@ -190,6 +190,9 @@ def test_shared_options_have_one_spelling_one_default_and_one_meaning(tree):
         assert _opt(vis[path], "--seed") is not None, path
     for path in ("fair run", "fair seg", "fair distill-study", "pretrain grid"):
         assert _opt(vis[path], "--seeds") is not None, path
+    for path in ("distill", "probe", "finetune", "pretrain run", "pretrain finetune", "pretrain grid", "study", "demo",
+                 "fair run", "fair seg"):
+        assert _opt(vis[path], "--fresh") is not None, path
 
 
 def test_parse_seeds_and_on_error():

@@ -16,6 +16,7 @@ import typer
 from cxrdistill.commands import _common as C
 
 _SET = typer.Option(None, "--set", help="override: train.lr=3e-4, fairdi.lam=0.9, head=linear (repeatable)")
+_FRESH = typer.Option(False, "--fresh", help="Retrain every (method, seed) instead of reusing finished ones in OUT.")
 
 
 def _build_config(config: Optional[Path], methods: list[str], seeds: Optional[str], select: Optional[str],
@@ -99,6 +100,7 @@ def fair(
     device: str = C.device_option(),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML run config (FairRunConfig keys)"),
     set_: Optional[List[str]] = _SET,
+    fresh: bool = _FRESH,
     quiet: bool = C.quiet_option(),
 ) -> None:
     """Compare fairness methods over seeds → OUT/fair_results.parquet, fair_table.csv/.md, fair.json, pareto.png."""
@@ -121,6 +123,7 @@ def fair(
     rows = 0
     for a in attrs:
         dest = out / a if len(attrs) > 1 else out
+        _start_over(fresh, dest, "runs", "predictions")
         if embeddings is not None:
             data = D.from_embeddings(df, embeddings, C.csv_list(tasks), a, **common)
         else:
@@ -133,6 +136,15 @@ def fair(
         typer.echo(f"wrote {dest}/fair_results.parquet, fair_table.csv/.md, fair.json, pareto.png "
                    f"({len(res['tidy'])} result rows)")
     C.summary("fair run", out, attributes=attrs, methods=cfg.methods, seeds=cfg.seeds, result_rows=rows)
+
+
+def _start_over(fresh: bool, dest: Path, *cached: str) -> None:
+    """``--fresh``: drop the finished (method, seed) runs a re-run would reuse (only those folders of OUT)."""
+    if fresh:
+        import shutil
+
+        for name in cached:
+            shutil.rmtree(dest / name, ignore_errors=True)
 
 
 def _age_bins(text: Optional[str]) -> Optional[list[float]]:
@@ -161,6 +173,7 @@ def fair_seg(
     device: str = C.device_option(),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML run config (FairRunConfig keys)"),
     set_: Optional[List[str]] = _SET,
+    fresh: bool = _FRESH,
     quiet: bool = C.quiet_option(),
 ) -> None:
     """Segmentation (small U-Net) by fairness method: Dice per group, Dice gap, ES-Dice → OUT/seg_*."""
@@ -175,6 +188,7 @@ def fair_seg(
     attrs = list(dict.fromkeys(attribute))
     for a in attrs:
         dest = out / a if len(attrs) > 1 else out
+        _start_over(fresh, dest, "runs", "dice")
         data = seg_data_from_cohort(df, images_root, size, a, C.csv_list([structures]), cache_dir=cache_dir,
                                     age_bins=bins, split_seed=split_seed, cohort_path=cohort)
         for n in data.notes:
