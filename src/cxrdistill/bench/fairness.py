@@ -207,9 +207,36 @@ def _repetition(meta, x, attribute: str, rep: int, variants: dict, train: dict, 
                              "n_train": {g: int(c) for g, c in zip(data.group_names, shares)}})
 
 
+def _cached_repetition(out: Path, teacher: Path, name: str, attribute: str, r: int, variants: dict, train: dict,
+                       sizes: tuple[int, int, int], probe: bool = True):
+    """``_repetition`` with its scores kept on disk (a killed benchmark resumes at the next repetition)."""
+    import hashlib
+
+    from cxrdistill.fairness.benchmark import Repetition
+
+    key = hashlib.sha256(json.dumps([name, r, sorted(variants.items()), train, sizes, probe], sort_keys=True,
+                                    default=str).encode()).hexdigest()[:12]
+    path = out / "repetitions" / f"{name}_r{r}_{key}.npz"
+    if path.exists():
+        with np.load(path, allow_pickle=False) as z:
+            extra = json.loads(str(z["extra"]))
+            return Repetition(y=z["y"], groups=z["groups"].astype(object), patients=z["patients"],
+                              scores={k[2:]: z[k] for k in z.files if k.startswith("s_")},
+                              probe_auc=None if np.isnan(z["probe"]) else float(z["probe"]), extra=extra)
+    meta, x = _cohort(out, teacher, name, r, *sizes)
+    rep = _repetition(meta, x, attribute, r, variants, train, probe=probe)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp.npz")
+    np.savez(tmp, y=rep.y, groups=rep.groups.astype(str), patients=rep.patients.astype(str),
+             probe=np.nan if rep.probe_auc is None else rep.probe_auc, extra=json.dumps(rep.extra),
+             **{f"s_{k}": v for k, v in rep.scores.items()})
+    os.replace(tmp, path)
+    return rep
+
+
 def known_answer_benchmark(out: str | Path | None = None, *, quick: bool = False, scenarios=tuple(SCENARIOS),
-                           reps: int = 5, n_train: int = 1600, n_test: int = 800, size: int = 64,
-                           epochs: int = 20, n_pretrain: int = 2000, pretrain_epochs: int = 3, n_boot: int = 500,
+                           reps: int = 5, n_train: int = 1200, n_test: int = 800, size: int = 64,
+                           epochs: int = 15, n_pretrain: int = 2000, pretrain_epochs: int = 3, n_boot: int = 500,
                            variants: dict | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Every scenario × repetition → pre-checks, per-method statistics against ERM, and verdicts (a dict)."""
     import torch
@@ -219,6 +246,7 @@ def known_answer_benchmark(out: str | Path | None = None, *, quick: bool = False
 
     if quick:
         reps, n_train, n_test, size, epochs, n_pretrain, pretrain_epochs, n_boot = 2, 300, 200, 32, 3, 200, 1, 50
+        scenarios = ("conflict", "none")
     variants = variants or VARIANTS
     out = Path(out) if out else _cache_dir() / ("known-quick" if quick else "known")
     out.mkdir(parents=True, exist_ok=True)
@@ -227,13 +255,22 @@ def known_answer_benchmark(out: str | Path | None = None, *, quick: bool = False
     train = {"epochs": epochs, "batch_size": 64, "lr": 1e-3, "weight_decay": 1e-4}
     result: dict[str, Any] = {"settings": {"reps": reps, "n_train": n_train, "n_test": n_test, "size": size,
                                            "epochs": epochs, "n_boot": n_boot, "task": TASK}, "scenarios": {}}
+    from cxrdistill.storage.io import clean_json, write_json
+
     for name in scenarios:
+        done = out / f"known_{name}.json"
+        if done.exists():
+            prev = json.loads(done.read_text(encoding="utf-8"))
+            if prev.get("settings") == result["settings"] and prev.get("variants") == sorted(variants):
+                result["scenarios"][name] = prev["result"]
+                log(f"[bench fairness] {name}: reusing {done}")
+                continue
         sc = load_scenario(name)
         rep_list = []
         for r in range(reps):
             t0 = time.perf_counter()
-            meta, x = _cohort(out, teacher, name, r, n_train, n_test, size)
-            rep_list.append(_repetition(meta, x, sc.attribute, r, variants, train))
+            rep_list.append(_cached_repetition(out, teacher, name, sc.attribute, r, variants, train,
+                                               (n_train, n_test, size)))
             log(f"[bench fairness] {name} repetition {r + 1}/{reps}: {time.perf_counter() - t0:.0f} s")
         gn = rep_list[0].extra["group_names"]
         minority = rep_list[0].extra["minority"]
@@ -244,8 +281,8 @@ def known_answer_benchmark(out: str | Path | None = None, *, quick: bool = False
             "n_test": {g: sum(r.extra["n_test"][g] for r in rep_list) for g in gn},
             "n_train_per_rep": rep_list[0].extra["n_train"], "prechecks": pre, "summary": summ,
             "verdicts": verdicts(summ, minority, pre, SCENARIOS.get(name), list(variants))}
-    from cxrdistill.storage.io import clean_json, write_json
-
+        write_json(clean_json({"settings": result["settings"], "variants": sorted(variants),
+                               "result": result["scenarios"][name]}), done)
     write_json(clean_json(result), out / "known_answer.json")
     return result
 
@@ -336,15 +373,15 @@ def fairdi_ablation(out: str | Path | None = None, *, reps: int = 5, scenario: s
 
     variants = {"erm": ("erm", {})}
     variants.update({lab: ("fairdi", p) for lab, p in ABLATION.items()})
-    n_train, n_test, size = kw.get("n_train", 1600), kw.get("n_test", 800), kw.get("size", 64)
+    n_train, n_test, size = kw.get("n_train", 1200), kw.get("n_test", 800), kw.get("size", 64)
     out = Path(out) if out else _cache_dir() / "known"
     teacher = _teacher(out, kw.get("n_pretrain", 2000), size, kw.get("pretrain_epochs", 3), log)
-    train = {"epochs": kw.get("epochs", 20), "batch_size": 64, "lr": 1e-3, "weight_decay": 1e-4}
+    train = {"epochs": kw.get("epochs", 15), "batch_size": 64, "lr": 1e-3, "weight_decay": 1e-4}
     sc = load_scenario(scenario)
     reps_ = []
     for r in range(reps):
-        meta, x = _cohort(out, teacher, scenario, r, n_train, n_test, size)
-        reps_.append(_repetition(meta, x, sc.attribute, r, variants, train, probe=False))
+        reps_.append(_cached_repetition(out, teacher, scenario, sc.attribute, r, variants, train,
+                                        (n_train, n_test, size), probe=False))
         log(f"[ablation] repetition {r + 1}/{reps}")
     gn, minority = reps_[0].extra["group_names"], reps_[0].extra["minority"]
     return {"summary": summarize(reps_, gn, n_boot=kw.get("n_boot", 500)), "groups": gn, "minority": minority}
