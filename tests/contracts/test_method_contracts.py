@@ -6,6 +6,8 @@ gets the same checks through the one trainer:
 * gradients reach the model (its input-most layer), and every gradient is finite;
 * a run killed after an epoch's checkpoint and resumed ends with the same weights and history as an uninterrupted one;
 * the method's state survives the checkpoint file (save, then load with ``weights_only=True``) unchanged.
+* validation reports the metric the method monitors (early stopping and the best checkpoint follow it), and
+  sampling weights, when a method has them, cover the training set.
 
 KD losses have their own contract (tests/distill/test_distill_kd_contract.py); here every one of them is also run
 once through the ``distill`` method. A method that cannot meet a check is listed in ``EXCEPTIONS`` with the reason.
@@ -31,7 +33,7 @@ NAMES = METHODS.names()
 #: (check, method) → why the method is exempt from that check. Keep it short and keep it true.
 EXCEPTIONS: dict[tuple[str, str], str] = {}
 
-CHECKS = ("finite_loss", "gradients", "resume", "state_roundtrip")
+CHECKS = ("finite_loss", "gradients", "resume", "state_roundtrip", "monitor")
 
 
 def cfg(**kw) -> TrainConfig:
@@ -180,3 +182,23 @@ def test_every_kd_loss_trains_through_distill(loss):
     tr = Trainer(distill_model(loss), METHODS.create("distill"), train, val, config=cfg(epochs=1))
     hist = tr.fit()
     assert all(torch.isfinite(torch.tensor(hist[-1][k])) for k in ("train_loss", "val_kd_loss")), hist
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_validation_reports_the_monitored_metric(name):
+    """Early stopping and the best checkpoint follow ``method.monitor``: validation must report it, as a number."""
+    skip_if_excepted("monitor", name)
+    tr = trainer_for(name)
+    logs = tr.validate()
+    assert tr.method.monitor in logs, f"{name}: monitors {tr.method.monitor!r}, validation gives {sorted(logs)}"
+    assert isinstance(logs[tr.method.monitor], float)
+    assert tr.method.monitor_mode in ("min", "max")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_sample_weights_cover_the_training_set(name):
+    tr = trainer_for(name)
+    w = tr.method.sample_weights(tr.train_data)
+    if w is not None:
+        w = torch.as_tensor(w, dtype=torch.double)
+        assert w.shape == (len(tr.train_data),) and bool((w >= 0).all()) and float(w.sum()) > 0, name
