@@ -145,7 +145,8 @@ def register(app: typer.Typer) -> None:
     @cohort.command("info")
     def info(
         cohort_path: Path = typer.Argument(..., metavar="COHORT", help="Cohort table (.parquet or .csv)."),
-        json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the summary as JSON."),
+        out: Optional[Path] = C.out_option(False, help="Also write the summary as JSON to this file."),
+        json_out: Optional[Path] = C.hidden("--json"),
     ) -> None:
         """Summarize a cohort: images, patients, views, sex/race counts, splits, label prevalences."""
         from rich.console import Console
@@ -181,9 +182,10 @@ def register(app: typer.Typer) -> None:
         console.print(lt)
         for note in s["notes"]:
             console.print(f"note: {note}")
-        if json_out is not None:
-            write_json(clean_json(s), json_out)
-        C.summary("cohort info", json_out, images=s["images"], patients=s["patients"], splits=s["split"])
+        out = out or json_out
+        if out is not None:
+            write_json(clean_json(s), out)
+        C.summary("cohort info", out, images=s["images"], patients=s["patients"], splits=s["split"])
 
     app.add_typer(cohort, name="cohort")
 
