@@ -85,12 +85,17 @@ def test_exceptions_name_real_methods_and_checks():
 
 
 # ---------------------------------------------------------------------------------------------- the checks
+def _one_step(name: str):
+    """A trainer set up for ``name`` (the method's setup has run) and its loss on the first 8 training items."""
+    tr = trainer_for(name)
+    batch = tr._to_device(tr.train_data.get_batch(torch.arange(8)))
+    return tr, *tr.method.training_step(tr.train_model, batch)
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_finite_loss_on_a_tiny_batch(name):
     skip_if_excepted("finite_loss", name)
-    tr = trainer_for(name)
-    batch = tr._to_device(tr.train_data.get_batch(torch.arange(8)))
-    loss, logs = tr.method.training_step(tr.train_model, batch)
+    tr, loss, logs = _one_step(name)
     assert isinstance(loss, torch.Tensor) and loss.ndim == 0, name
     assert torch.isfinite(loss), f"{name}: loss {float(loss)}"
     assert all(isinstance(float(v), float) for v in logs.values()), logs
@@ -99,9 +104,7 @@ def test_finite_loss_on_a_tiny_batch(name):
 @pytest.mark.parametrize("name", NAMES)
 def test_gradients_reach_the_model(name):
     skip_if_excepted("gradients", name)
-    tr = trainer_for(name)
-    batch = tr._to_device(tr.train_data.get_batch(torch.arange(8)))
-    loss, _ = tr.method.training_step(tr.train_model, batch)
+    tr, loss, _ = _one_step(name)
     loss.backward()
     p = first_layer(tr.model)
     assert p.grad is not None, f"{name}: no gradient reaches the model's first layer"
