@@ -337,7 +337,8 @@ def paired_auc_changes(ref: AuditBundle, other: AuditBundle, *, n_boot: int | No
     if set(ids_r) != set(ids_o):
         return {}, "the two predictions files hold different images"
     do = do.set_index(ids_o).loc[ids_r.to_numpy()].reset_index(drop=True)
-    n_boot = int(n_boot if n_boot is not None else st.get("n_boot") or 1000)
+    # at least 500 replicates whatever the audits used: the paired error needs them, and costs little
+    n_boot = int(n_boot if n_boot is not None else max(int(st.get("n_boot") or 0), 500))
     seed = int(seed if seed is not None else st.get("seed") or 0)
     if n_boot < 50:
         return {}, "fewer than 50 bootstrap replicates"
