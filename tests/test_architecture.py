@@ -209,3 +209,41 @@ def test_the_parser_sees_every_kind_of_import(tmp_path, source, expected):
     p = tmp_path / "m.py"
     p.write_text(source)
     assert [m for m, _, _ in _imports("cxrdistill.models.m", p)] == expected
+
+
+ONE_OF_EACH = {  # defined once in the package, here (docs/architecture.md, "One of each"); the public API in
+    "load_cohort": "cohorts/validate.py",  # api.py may wrap them under the same name
+    "load_embeddings": "evaluation/embedding_input.py",
+    "Progress": "progress.py",
+    "stable_hash": "storage/io.py",
+    "fsync_dir": "storage/io.py",
+    "prepare_run_dir": "training/run_dir.py",
+    "run_stamp": "training/run_dir.py",
+}
+NORMALISATION = re.compile(r"\b0\.5\s*,\s*0\.25\b|-\s*0\.5\s*\)\s*/\s*0\.25|sub_\(0\.5\)|\"mean\": 0\.5")
+
+
+def test_one_of_each_concept_is_defined_once():
+    found: dict[str, list[str]] = defaultdict(list)
+    norm, run_hash = [], []
+    for path in MODULES.values():
+        rel = str(path.relative_to(PKG))
+        if rel == "api.py":
+            continue
+        text = path.read_text()
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                name = "Progress" if node.name.endswith("Progress") else node.name.lstrip("_")
+                if name in ONE_OF_EACH:
+                    found[name].append(f"{rel}:{node.lineno}")
+        for i, line in enumerate(text.splitlines(), 1):
+            if NORMALISATION.search(line) and "MEAN, STD = 0.5, 0.25" not in line:
+                norm.append(f"{rel}:{i}")
+            if "sha256(json.dumps(" in line and ".hexdigest()" in line:  # the whole key in one expression
+                run_hash.append(f"{rel}:{i}")
+    for name, home in ONE_OF_EACH.items():
+        assert [w.split(":")[0] for w in found[name]] == [home], \
+            f"{name} should be defined once, in {home}; found {found[name]}"
+    assert not norm, f"the pixel normalisation written out again (use images.preprocess.MEAN, STD): {norm}"
+    assert [w.split(":")[0] for w in run_hash] == ["storage/io.py"], \
+        f"a sha256-of-JSON key written again (use storage.io.stable_hash): {run_hash}"

@@ -157,6 +157,19 @@ def _supervised_meta():
     return TinyNet(num_classes=4), METHODS.create("supervised_meta"), *data(("x", "y"), meta=True)
 
 
+def _finetune_aux():
+    from cxrdistill.pretraining.methods.finetune_aux import AuxNet
+    from cxrdistill.training.method import METHODS
+
+    def meta(a):  # frontal, ap_pa, sex, age z-score (one unknown ap_pa)
+        m = np.stack([np.ones(len(a["g"])), a["g"], 1 - a["g"], a["t"][:, 0]], 1).astype(np.float32)
+        m[3, 1] = np.nan
+        return m
+
+    method = METHODS.create("finetune_aux", aux_tasks=["frontal", "ap_pa", "sex", "age"], aux_weight=0.5)
+    return AuxNet(TinyNet(num_classes=K), 4), method, *data(("x", "y"), m=meta)
+
+
 #: registered method name → builder of (model, method, train data, validation data)
 CASES: dict[str, Callable[[], tuple]] = {
     "distill": _distill,
@@ -166,6 +179,7 @@ CASES: dict[str, Callable[[], tuple]] = {
     "teacher_pretrain": _teacher_pretrain,
     "barlow": _barlow,
     "supervised_meta": _supervised_meta,
+    "finetune_aux": _finetune_aux,
     "fair_erm": _fair("fair_erm"),
     "fair_resample": _fair("fair_resample"),
     "fair_groupdro": _fair("fair_groupdro"),

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from cxrdistill.pretraining.config import PretrainFinetuneConfig
-from cxrdistill.pretraining.finetune import AuxNet, FinetuneAux, finetune, targets_for
+from cxrdistill.pretraining.finetune import finetune, targets_for
+from cxrdistill.pretraining.methods.finetune_aux import AuxNet, FinetuneAux
 
 from pretraining_helpers import BACKBONE, TASKS, TINY_TRAIN
 

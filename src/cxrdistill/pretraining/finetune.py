@@ -9,7 +9,6 @@ different policies are compared on the same labels; synthetic cohorts are also s
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -17,126 +16,28 @@ import numpy as np
 import torch
 from torch import nn
 
+from cxrdistill.cohorts.policies import build_targets, describe_policy
 from cxrdistill.errors import InputError
-from cxrdistill.storage.io import clean_json, write_json, write_table
+from cxrdistill.images.dataset import CxrDataset
+from cxrdistill.images.preprocess import MEAN, STD
+from cxrdistill.models.network import count_params, save_model
 from cxrdistill.pretraining.config import PretrainFinetuneConfig, coerce_config
-from cxrdistill.training.method import METHODS, Method
-
-
-class AuxNet(nn.Module):
-    """A classifier (``CxrNet`` with a pathology head) plus a linear auxiliary head on the same pooled features."""
-
-    def __init__(self, net: nn.Module, n_aux: int):
-        super().__init__()
-        self.net = net
-        self.aux_head = nn.Linear(net.num_features, int(n_aux))
-
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        out = dict(self.net(x))
-        out["aux"] = self.aux_head(out["features"])
-        return out
-
-
-@METHODS.register("finetune_aux")
-class FinetuneAux(Method):
-    """Masked multi-label BCE on ``logits`` (+ ``aux_weight`` × the view/sex/age loss on ``aux`` against batch
-    ``m``). Logs ``task_loss`` and ``aux_loss`` separately; validation: ``val_loss`` (the pathology loss only, so it
-    compares with and without auxiliary heads), ``val_auc``, ``val_aux_loss``."""
-
-    monitor = "val_auc"
-    monitor_mode = "max"
-
-    def __init__(self, aux_tasks: Sequence[str] = (), aux_weight: float = 0.0, loss: str = "bce",
-                 monitor: str | None = None):
-        from cxrdistill.losses.classification import CLS_LOSSES
-        from cxrdistill.pretraining.methods.supervised_meta import check_tasks
-
-        self.aux_tasks = check_tasks(aux_tasks) if aux_tasks else []
-        self.aux_weight = float(aux_weight)
-        self.loss = CLS_LOSSES.create(loss)
-        if monitor:
-            self.monitor = monitor
-            self.monitor_mode = "min" if monitor.endswith("loss") else "max"
-
-    def on_epoch_start(self, epoch: int, trainer) -> None:
-        if hasattr(trainer.train_data, "set_epoch"):
-            trainer.train_data.set_epoch(epoch)
-
-    def _losses(self, out, batch):
-        from cxrdistill.pretraining.methods.supervised_meta import meta_loss
-
-        task = self.loss(out["logits"], batch["y"])
-        if not self.aux_tasks or "aux" not in out:
-            return task, task, None
-        aux, _ = meta_loss(out["aux"], batch["m"], self.aux_tasks)
-        return task + self.aux_weight * aux, task, aux
-
-    def training_step(self, model, batch):
-        total, task, aux = self._losses(model(batch["x"]), batch)
-        logs = {"task_loss": float(task.detach())}
-        if aux is not None:
-            logs["aux_loss"] = float(aux.detach())
-        return total, logs
-
-    def validate(self, model, batches) -> dict[str, float]:
-        from cxrdistill.training.methods.supervised import classification_metrics
-
-        logits, ys, tot_aux, n = [], [], 0.0, 0
-        for b in batches:
-            out = model(b["x"])
-            logits.append(out["logits"].float().cpu())
-            ys.append(b["y"].float().cpu())
-            _, _, aux = self._losses(out, b)
-            if aux is not None:
-                tot_aux += float(aux) * int(b["x"].shape[0])
-                n += int(b["x"].shape[0])
-        if not logits:
-            return {}
-        L, Y = torch.cat(logits), torch.cat(ys)
-        res = {"val_loss": float(self.loss(L, Y))}
-        res.update(classification_metrics({"logits": L.numpy(), "y": Y.numpy()}))
-        if n:
-            res["val_aux_loss"] = tot_aux / n
-        return res
-
-
-def _resolved(stage: str, cfg, inputs: dict[str, Any]) -> dict[str, Any]:
-    """What ``training.runs.prepare_run_dir`` stamps into ``run.json`` (to recognise a finished identical run)."""
-    return {"stage": stage, "inputs": {k: (str(v) if v is not None else None) for k, v in inputs.items()},
-            "config": json.loads(cfg.model_dump_json())}
-
-
-def finished(out: Path, name: str, stage: str, cfg, inputs: dict[str, Any]) -> dict[str, Any] | None:
-    """The stored summary of an identical finished run in ``out`` (None when absent or different)."""
-    stamp, summ = out / "run.json", out / name
-    if not (stamp.exists() and summ.exists()):
-        return None
-    try:
-        if json.loads(stamp.read_text(encoding="utf-8")) != _resolved(stage, cfg, inputs):
-            return None
-        return json.loads(summ.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
+from cxrdistill.pretraining.data import WithArrays, cohort_fingerprint, image_size, resolve_images, split_rows
+from cxrdistill.pretraining.inits import build_init, init_fingerprint
+from cxrdistill.pretraining.methods.finetune_aux import AuxNet, FinetuneAux
+from cxrdistill.pretraining.methods.supervised_meta import age_stats, meta_targets
+from cxrdistill.storage.io import atomic_path, clean_json, write_json, write_table
+from cxrdistill.training.inputs import ImageBatches, default_tasks
+from cxrdistill.training.predict import attach_metrics, auc_summary, model_outputs, predictions_table
+from cxrdistill.training.run_dir import RunLog, finished_run, prepare_run_dir, run_changed
+from cxrdistill.training.trainer import Trainer
 
 
 def targets_for(cfg: PretrainFinetuneConfig, df, tasks: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """(training targets: ``cfg.label_policy`` with blanks per ``cfg.blank``; scoring and validation targets:
     ``cfg.eval_policy`` with blanks negative) — float32 (N, K), NaN = ignored."""
-    from cxrdistill.cohorts.policies import build_targets
-
     return (build_targets(df, list(tasks), cfg.label_policy, blank=cfg.blank),
             build_targets(df, list(tasks), cfg.eval_policy, blank="zero"))
-
-
-def changed(out: Path, stage: str, cfg, inputs: dict[str, Any]) -> bool:
-    """True when ``out`` holds a run stamp of another configuration or inputs."""
-    stamp = out / "run.json"
-    if not stamp.exists():
-        return False
-    try:
-        return json.loads(stamp.read_text(encoding="utf-8")) != _resolved(stage, cfg, inputs)
-    except (OSError, ValueError):
-        return True
 
 
 def finetune(cfg: PretrainFinetuneConfig | dict | None, cohort_df, images, out: str | Path, *, fresh: bool = False,
@@ -150,26 +51,16 @@ def finetune(cfg: PretrainFinetuneConfig | dict | None, cohort_df, images, out: 
     bootstrap CIs), ``finetune.json`` (the returned summary). An identical finished run is reused (``reuse``); a run
     directory holding another configuration is an error, or is started over with ``restart_changed`` (the grid).
     """
-    from cxrdistill.cohorts.policies import describe_policy
-    from cxrdistill.models.network import count_params, save_model
-    from cxrdistill.pretraining.data import WithArrays, cohort_fingerprint, image_size, resolve_images, split_rows
-    from cxrdistill.pretraining.inits import build_init, init_fingerprint
-    from cxrdistill.pretraining.methods.supervised_meta import age_stats, meta_targets
-    from cxrdistill.training.inputs import MEAN, STD, ImageBatches, default_tasks
-    from cxrdistill.training.predict import attach_metrics, auc_summary, model_outputs, predictions_table
-    from cxrdistill.training.runs import RunLog, prepare_run_dir
-    from cxrdistill.training.trainer import Trainer
-
     cfg = coerce_config(PretrainFinetuneConfig, cfg)
     out = Path(out)
     df = cohort_df.reset_index(drop=True)
     pixels, rows = resolve_images(images, df)
     inputs = {"cohort": cohort_fingerprint(df, pixels, rows), "init_file": init_fingerprint(cfg.init)}
     if reuse and not fresh:
-        done = finished(out, "finetune.json", "pretraining-finetune", cfg, inputs)
+        done = finished_run(out, "finetune.json", "pretraining-finetune", cfg, inputs)
         if done is not None:
             return done
-    fresh = fresh or (restart_changed and changed(out, "pretraining-finetune", cfg, inputs))
+    fresh = fresh or (restart_changed and run_changed(out, "pretraining-finetune", cfg, inputs))
     tasks = default_tasks(df, cfg.tasks)
     tr, va, ev = split_rows(df, "train"), split_rows(df, "val"), split_rows(df, cfg.eval_split)
     for name, idx in (("train", tr), (cfg.eval_split, ev)):
@@ -187,8 +78,6 @@ def finetune(cfg: PretrainFinetuneConfig | dict | None, cohort_df, images, out: 
         M = meta_targets(df, cfg.aux_tasks, age_stats(df.iloc[tr]))
         model = AuxNet(net, len(cfg.aux_tasks))
     if cfg.augment and cfg.augment != "none":
-        from cxrdistill.images.dataset import CxrDataset
-
         train = CxrDataset(pixels, rows[tr], targets=Y[tr], augment=cfg.augment, seed=cfg.train.seed)
         train = WithArrays(train, m=M[tr]) if M is not None else train
     else:
@@ -213,7 +102,6 @@ def finetune(cfg: PretrainFinetuneConfig | dict | None, cohort_df, images, out: 
     metrics = attach_metrics(pred, tasks, n_boot=cfg.n_boot, seed=cfg.train.seed)
     write_table(metrics, out / "metrics" / f"{cfg.eval_split}.csv")
     if plot:
-        from cxrdistill.storage.io import atomic_path
         from cxrdistill.report.plots import loss_curves, plt
 
         fig = loss_curves({"": hist}, title=f"{cfg.init} · {policy} · aux {'on' if cfg.aux else 'off'}")

@@ -9,8 +9,14 @@ from typing import Any, Callable
 
 from cxrdistill.errors import InputError
 from cxrdistill.images.preprocess import MEAN, STD
-from cxrdistill.storage.io import clean_json, write_json
+from cxrdistill.models.network import count_params, save_model
 from cxrdistill.pretraining.config import PretrainConfig, coerce_config
+from cxrdistill.pretraining.data import cohort_fingerprint, image_size, resolve_images, train_val_rows
+from cxrdistill.pretraining.inits import build_init, init_fingerprint
+from cxrdistill.pretraining.methods import PRETRAINERS
+from cxrdistill.storage.io import clean_json, write_json
+from cxrdistill.training.run_dir import RunLog, finished_run, prepare_run_dir, run_changed
+from cxrdistill.training.trainer import Trainer
 
 
 def pretrain(cfg: PretrainConfig | dict | None, cohort_df, images, out: str | Path, *, run_dir: str | Path | None = None,
@@ -25,14 +31,6 @@ def pretrain(cfg: PretrainConfig | dict | None, cohort_df, images, out: str | Pa
     ``restart_changed``. Returns the summary."""
     import torch
 
-    from cxrdistill.models.network import count_params, save_model
-    from cxrdistill.pretraining.finetune import changed, finished
-    from cxrdistill.pretraining.data import cohort_fingerprint, image_size, resolve_images, train_val_rows
-    from cxrdistill.pretraining.inits import build_init, init_fingerprint
-    from cxrdistill.pretraining.methods import PRETRAINERS
-    from cxrdistill.training.runs import RunLog, prepare_run_dir
-    from cxrdistill.training.trainer import Trainer
-
     cfg = coerce_config(PretrainConfig, cfg)
     recipe_fn = PRETRAINERS.get(cfg.method)
     df = cohort_df.reset_index(drop=True)
@@ -45,10 +43,10 @@ def pretrain(cfg: PretrainConfig | dict | None, cohort_df, images, out: str | Pa
     run_dir = Path(run_dir) if run_dir else out.with_name(out.name + ".run")
     inputs = {"cohort": cohort_fingerprint(df, pixels, rows), "init_file": init_fingerprint(cfg.init)}
     if reuse and not fresh and out.exists():
-        done = finished(run_dir, "pretrain.json", "pretrain", cfg, inputs)
+        done = finished_run(run_dir, "pretrain.json", "pretrain", cfg, inputs)
         if done is not None and done.get("checkpoint") == str(out):
             return done
-    fresh = fresh or (restart_changed and changed(run_dir, "pretrain", cfg, inputs))
+    fresh = fresh or (restart_changed and run_changed(run_dir, "pretrain", cfg, inputs))
     prepare_run_dir(run_dir, "pretrain", cfg, inputs, fresh)
     log = log or RunLog(run_dir, quiet=True)
     torch.manual_seed(cfg.train.seed)

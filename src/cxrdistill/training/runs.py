@@ -7,83 +7,19 @@ resumes it exactly; a directory holding a run with another configuration is refu
 """
 from __future__ import annotations
 
-import json
-import shutil
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from cxrdistill.errors import CxrError, InputError
-from cxrdistill.storage.io import atomic_open, clean_json, write_json, write_table
+from cxrdistill.storage.io import clean_json, write_json, write_table
 from cxrdistill.cohorts.validate import load_cohort
 from cxrdistill.evaluation.embedding_input import load_embeddings
 from cxrdistill.training import inputs as I
-from cxrdistill.training.run_config import DistillConfig, FinetuneConfig, ProbeConfig, to_yaml
-
-
-# ------------------------------------------------------------------------------------------------- run directory
-class RunLog:
-    """Lines to ``log.txt`` in the run directory and to stderr (unless quiet)."""
-
-    def __init__(self, out: Path, quiet: bool = False):
-        self.path = out / "log.txt"
-        self.quiet = quiet
-
-    def __call__(self, msg: str) -> None:
-        line = f"{time.strftime('%H:%M:%S')} {msg}"
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(line + "\n")
-        if not self.quiet:
-            print(line, file=sys.stderr, flush=True)
-
-
-def removes_new_run_dir_on_failure(fn):
-    """A run that fails before its first checkpoint leaves no output behind when it created ``out`` itself (a bad
-    loss name, backbone or input must not leave a half-made run directory)."""
-    import functools
-    import inspect
-
-    sig = inspect.signature(fn)
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        out = Path(sig.bind(*args, **kwargs).arguments["out"])
-        existed = out.exists() and any(out.iterdir())
-        try:
-            return fn(*args, **kwargs)
-        except BaseException:
-            if not existed and out.exists() and not (out / "checkpoints" / "last.pt").exists():
-                shutil.rmtree(out, ignore_errors=True)
-            raise
-
-    return wrapper
-
-
-def prepare_run_dir(out: str | Path, stage: str, cfg, inputs: dict[str, Any], fresh: bool = False) -> Path:
-    """Create ``out``; write the resolved config. A checkpoint from another config/inputs is an error (or is
-    removed with ``fresh``), so a resume never mixes two runs."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    resolved = {"stage": stage, "inputs": {k: (str(v) if v is not None else None) for k, v in inputs.items()},
-                "config": json.loads(cfg.model_dump_json())}
-    stamp = out / "run.json"
-    ckpt = out / "checkpoints" / "last.pt"
-    if fresh:
-        shutil.rmtree(out / "checkpoints", ignore_errors=True)
-        for f in ("history.json", "best.safetensors"):
-            (out / f).unlink(missing_ok=True)
-    elif ckpt.exists() and stamp.exists():
-        old = json.loads(stamp.read_text(encoding="utf-8"))
-        if old != resolved:
-            raise InputError("holds a run with another configuration or inputs", path=out,
-                             hint="choose a new --out, or pass --fresh to start this one over")
-    write_json(resolved, stamp)
-    with atomic_open(out / "config.yaml", "w", encoding="utf-8") as fh:
-        fh.write(to_yaml(cfg))
-    return out
+from cxrdistill.training.run_config import DistillConfig, FinetuneConfig, ProbeConfig
+from cxrdistill.training.run_dir import RunLog, prepare_run_dir, removes_new_run_dir_on_failure
 
 
 def _group_codes(df, attribute: str | None, path=None) -> tuple[np.ndarray | None, list[str]]:
@@ -224,6 +160,17 @@ def run_distill(cfg: DistillConfig, cohort: str | Path, images_root: str | Path 
     return summary
 
 
+def _labelled_splits(df, cfg, cohort):
+    """A labelled stage's tasks, their targets (under the label policy) and the rows of train, val (may be empty) and
+    of every evaluation split."""
+    tasks = I.default_tasks(df, cfg.tasks, cohort)
+    Y = I.targets(df, tasks, cfg.label_policy)
+    tr = I.split_index(df, "train", cohort)
+    va = I.split_index(df, "val", cohort, required=False)
+    ev = {s: I.split_index(df, s, cohort) for s in cfg.eval.splits}
+    return tasks, Y, tr, va, ev
+
+
 def _labels_if_any(df, tasks, policy, path):
     from cxrdistill.cohorts.schema import label_columns
 
@@ -272,11 +219,7 @@ def run_probe(cfg: ProbeConfig, cohort: str | Path, out: str | Path, *, embeddin
                                                "images_root": images_root}, fresh)
     log = RunLog(out, quiet)
     df = load_cohort(cohort, check="ids")
-    tasks = I.default_tasks(df, cfg.tasks, cohort)
-    Y = I.targets(df, tasks, cfg.label_policy)
-    tr = I.split_index(df, "train", cohort)
-    va = I.split_index(df, "val", cohort, required=False)
-    ev = {s: I.split_index(df, s, cohort) for s in cfg.eval.splits}
+    tasks, Y, tr, va, ev = _labelled_splits(df, cfg, cohort)
     use = np.unique(np.concatenate([tr, va, *ev.values()]))
     X, info = _embeddings_for(df, use, embeddings, model, images_root, cfg.size, cache_dir, out, log)
     I.check_finite(X, "embeddings", embeddings or model)
@@ -451,11 +394,7 @@ def run_finetune(cfg: FinetuneConfig, cohort: str | Path, images_root: str | Pat
     out = prepare_run_dir(out, "finetune", cfg, {"cohort": cohort, "images_root": images_root}, fresh)
     log = RunLog(out, quiet)
     df = load_cohort(cohort, check="ids")
-    tasks = I.default_tasks(df, cfg.tasks, cohort)
-    Y = I.targets(df, tasks, cfg.label_policy)
-    tr = I.split_index(df, "train", cohort)
-    va = I.split_index(df, "val", cohort, required=False)
-    ev = {s: I.split_index(df, s, cohort) for s in cfg.eval.splits}
+    tasks, Y, tr, va, ev = _labelled_splits(df, cfg, cohort)
     torch.manual_seed(cfg.train.seed)
     model, init_info = build_finetune_model(cfg, tasks)
     cache = _shared_cache(df, images_root, cfg.size, cache_dir, cfg.preprocess, log)

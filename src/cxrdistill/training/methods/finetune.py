@@ -10,11 +10,11 @@ from cxrdistill.training.methods.supervised import Supervised
 
 @METHODS.register("finetune")
 class Finetune(Supervised):
+    """:class:`Supervised` that keeps the epoch with the best validation AUC and gives augmenting datasets a new,
+    deterministic stream each epoch."""
+
     monitor = "val_auc"
     monitor_mode = "max"
-
-    def __init__(self, loss: str = "bce", loss_kwargs: dict | None = None, monitor: str | None = "val_auc"):
-        super().__init__(loss=loss, loss_kwargs=loss_kwargs, monitor=monitor)
 
     def on_epoch_start(self, epoch: int, trainer) -> None:
         set_epoch = getattr(trainer.train_data, "set_epoch", None)

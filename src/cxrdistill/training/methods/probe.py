@@ -13,8 +13,7 @@ from cxrdistill.training.methods.supervised import Supervised
 
 @METHODS.register("probe")
 class Probe(Supervised):
+    """:class:`Supervised` that keeps the epoch with the best validation loss (``monitor`` can switch it)."""
+
     monitor = "val_loss"
     monitor_mode = "min"
-
-    def __init__(self, loss: str = "bce", loss_kwargs: dict | None = None, monitor: str | None = "val_loss"):
-        super().__init__(loss=loss, loss_kwargs=loss_kwargs, monitor=monitor)
