@@ -52,3 +52,10 @@ def crash(ctx):
 def slowfail(ctx):
     time.sleep(1.5)
     raise CxrError("slow and bad")
+
+
+def spin(ctx):  # busy for 0.3 s of CPU time, however long that takes on a shared machine
+    t0 = time.process_time()
+    while time.process_time() - t0 < 0.3:
+        pass
+    return {"value": "spin"}

@@ -47,8 +47,9 @@ def test_two_jobs_overlap_independent_stages_and_respect_order(tmp_path):
 def test_same_results_and_records_as_one_job(tmp_path):
     out1, r1, _ = run(tmp_path, "seq", jobs=1)
     out2, r2, _ = run(tmp_path, "par", jobs=2)
-    strip = {k: {kk: vv for kk, vv in v.items() if kk != "_seconds"} for k, v in r1.items()}
-    assert strip == {k: {kk: vv for kk, vv in v.items() if kk != "_seconds"} for k, v in r2.items()}
+    timings = ("_seconds", "_cpu_seconds")
+    strip = {k: {kk: vv for kk, vv in v.items() if kk not in timings} for k, v in r1.items()}
+    assert strip == {k: {kk: vv for kk, vv in v.items() if kk not in timings} for k, v in r2.items()}
     for name in "abcd":
         k1 = json.loads((out1 / "stages" / f"{name}.json").read_text())["key"]
         assert k1 == json.loads((out2 / "stages" / f"{name}.json").read_text())["key"]
@@ -112,3 +113,10 @@ def test_two_failures_at_once_name_the_earlier_stage_whichever_ends_first(tmp_pa
     stages = [Stage("slowfail", S.slowfail), Stage("boom", S.boom)]  # boom fails first in time
     with pytest.raises(StageFailed, match=r"^stage 'slowfail' failed: slow and bad .*\(and 1 more\)$"):
         run(tmp_path, "two", jobs=2, stages=stages)
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_each_stage_records_its_cpu_time_apart_from_its_wall_time(tmp_path, jobs):
+    out, res, _ = run(tmp_path, f"cpu{jobs}", jobs=jobs, stages=[Stage("a", S.a), Stage("spin", S.spin)])
+    assert res["a"]["_seconds"] >= 2.5 and res["a"]["_cpu_seconds"] < 1.0  # it slept
+    assert res["spin"]["_cpu_seconds"] >= 0.3

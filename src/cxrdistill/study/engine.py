@@ -86,7 +86,7 @@ class StageFailed(CxrError):
 def _call(name: str, fn: Callable[[StudyContext], dict], ctx: StudyContext) -> dict:
     """Run one stage; every error becomes ``{"error": message}`` (the traceback of an unexpected one is kept in
     ``stages/<name>.error.txt``) so that it crosses a process boundary as plain data."""
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), _cpu_seconds()
     try:
         result = fn(ctx) or {}
     except CxrError as e:
@@ -96,7 +96,17 @@ def _call(name: str, fn: Callable[[StudyContext], dict], ctx: StudyContext) -> d
         err.write_text(traceback.format_exc(), encoding="utf-8")
         return {"error": f"stage {name!r} failed: {type(e).__name__}: {e} (traceback in {err}; earlier stages "
                          "are kept)"}
-    return {"result": {**result, "_seconds": round(time.perf_counter() - t0, 2)}}
+    return {"result": {**result, "_seconds": round(time.perf_counter() - t0, 2),
+                       "_cpu_seconds": round(_cpu_seconds() - cpu0, 2)}}
+
+
+def _cpu_seconds() -> float:
+    """CPU time (user + system) of this process and of its finished child processes: a stage's cost in core-seconds,
+    which (unlike its wall time) does not grow when other programs share the cores."""
+    import resource
+
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def _worker_init(threads: int) -> None:

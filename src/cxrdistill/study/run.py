@@ -81,7 +81,8 @@ def build_results(ctx: StudyContext) -> dict[str, Any]:
     r = ctx.results
     cfg: StudyConfig = ctx.cfg
     res: dict[str, Any] = {"name": cfg.name, "size": cfg.size, "tasks": cfg.tasks, "attributes": cfg.attributes,
-                           "stage_seconds": {k: v.get("_seconds") for k, v in r.items()}}
+                           "stage_seconds": {k: v.get("_seconds") for k, v in r.items()},
+                           "stage_cpu_seconds": {k: v.get("_cpu_seconds") for k, v in r.items()}}
     if "cohort" in r:
         res["cohort"] = {"summary": r["cohort"].get("summary"), "planted": r["cohort"].get("planted"),
                          "splits": (r.get("split") or {}).get("splits")}
