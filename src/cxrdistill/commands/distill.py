@@ -156,16 +156,18 @@ def evaluate(
     aggregate: str = typer.Option("image", "--aggregate", help="image | study (max over a study's views)"),
     n_boot: int = C.n_boot_option(),
     target_fpr: float = typer.Option(0.2, "--target-fpr", help="FPR of the operating point for TPR@FPR"),
+    seed: int = C.seed_option(help="Seed of the bootstrap."),
     metrics: Optional[str] = typer.Option(None, "--metrics", help="metrics table path [OUT-stem.metrics.csv]"),
     cache_dir: Optional[str] = _CACHE,
 ) -> None:
     """Write the predictions table of a split and its tidy metrics (AUC, AUC-PR, Youden, TPR@FPR) with CIs."""
     from cxrdistill.training.runs import run_evaluate
 
-    _print_summary("evaluate", out, run_evaluate(cohort, out, split=None if split == "all" else split, model=model, head=head,
-                                embeddings=embeddings, images_root=images_root, size=size, label_policy=label_policy,
-                                aggregate=aggregate, n_boot=n_boot, target_fpr=target_fpr, cache_dir=cache_dir,
-                                metrics_out=metrics))
+    res = run_evaluate(cohort, out, split=None if split == "all" else split, model=model, head=head,
+                       embeddings=embeddings, images_root=images_root, size=size, label_policy=label_policy,
+                       aggregate=aggregate, n_boot=n_boot, target_fpr=target_fpr, seed=seed, cache_dir=cache_dir,
+                       metrics_out=metrics)
+    _print_summary("evaluate", out, res)
 
 
 def export_onnx(
