@@ -127,9 +127,10 @@ def pretrain(
         import torch
 
         torch.set_num_threads(threads)
-    cfg = TeacherPretrainConfig(n=n, size=size, backbone=backbone, embed_dim=embed_dim, epochs=epochs, batch_size=batch_size,
-                         lr=lr, contrastive=contrastive, contrastive_kind=contrastive_kind, scenario=scenario,
-                         seed=seed, workers=workers, device=device)
+    cfg = TeacherPretrainConfig(n=n, size=size, backbone=backbone, embed_dim=embed_dim, epochs=epochs,
+                                batch_size=batch_size, lr=lr, contrastive=contrastive,
+                                contrastive_kind=contrastive_kind, scenario=scenario, seed=seed, workers=workers,
+                                device=device)
     res = pretrain_teacher(out, cfg, run_dir=run_dir or f"{out}.run", progress=progress and not quiet,
                            log=(lambda s: None) if quiet else (lambda s: typer.echo(s, err=True)))
     C.summary("teacher pretrain", out, **{k: v for k, v in res.items() if k not in ("command", "status", "out")})
