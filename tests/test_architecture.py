@@ -247,3 +247,24 @@ def test_one_of_each_concept_is_defined_once():
     assert not norm, f"the pixel normalisation written out again (use images.preprocess.MEAN, STD): {norm}"
     assert [w.split(":")[0] for w in run_hash] == ["storage/io.py"], \
         f"a sha256-of-JSON key written again (use storage.io.stable_hash): {run_hash}"
+
+
+def test_training_methods_reach_the_higher_layers_by_discovery():
+    """In a fresh process, the training METHODS registry finds the methods of fairness, fairkd and pretraining (their
+    ``methods`` modules) on the first lookup, without training naming those packages."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "from cxrdistill.registry import discovered_modules\n"
+            "from cxrdistill.training.method import METHODS\n"
+            "before = sorted(m for m in sys.modules if m.startswith(('cxrdistill.fair', 'cxrdistill.pretraining')))\n"
+            "print(discovered_modules('methods'))\n"
+            "print(before)\n"
+            "print(METHODS.names())\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert out[0] == str(tuple(f"cxrdistill.{p}.methods" for p in ("fairkd", "fairness", "pretraining", "training")))
+    assert out[1] == "[]"  # nothing of the higher layers is imported before a lookup
+    names = out[2]
+    for name in ("'distill'", "'classify'", "'fair_groupdro'", "'fairkd_mmd'", "'barlow'", "'finetune_aux'"):
+        assert name in names
