@@ -257,3 +257,16 @@ def test_summary_is_strict_json(capsys):
     C.summary("x", None, v=float("nan"), path=typer, arr=np.float32(1.5), n=np.int64(3))
     s = _last_json(capsys)
     assert s["v"] is None and s["arr"] == 1.5 and s["n"] == 3 and isinstance(s["path"], str)
+
+
+def test_every_command_ends_through_the_one_summary_helper(tree):
+    """Each command's function (or the helper it hands its result to) calls the shared summary writer."""
+    import inspect
+
+    import cxrdistill.commands._common as common
+
+    helpers = ("C.summary(", "summary(", "_print_summary(", "_print(", "_run_import(")
+    for path, c in tree.items():
+        src = inspect.getsource(c.callback)
+        assert any(h in src for h in helpers), f"{path} does not end with the JSON summary line"
+    assert "def summary(" in inspect.getsource(common)
