@@ -43,6 +43,11 @@ bench: venv
 bench-scale: venv
 	$(PY) -m cxrdistill.bench --only scale --out BENCHMARKS-scale.md
 
+# Cost growth with the cohort's size (not part of `make bench`: about an hour on 2 cores): every study stage at n and
+# 10n rows of `synth --like` of CheXpert's train.csv (2,400 and 24,000), per-image cost ratio and peak RSS.
+bench-scale: venv
+	$(PY) -m cxrdistill.bench --only scale --out BENCHMARKS-scale.md
+
 # The documentation site (MkDocs + Material, strict: broken links fail) in site/; open site/index.html offline.
 docs: venv
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
