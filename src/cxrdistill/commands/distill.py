@@ -32,7 +32,8 @@ def _print_summary(command: str, out: str, summary: dict) -> None:
 
 
 def distill(
-    cohort: str = typer.Option(..., "--cohort", help="cohort table with a split column (train/val)"),
+    cohort: str = typer.Option(..., "--cohort", help="cohort table with a split column (train, val; rows of split "
+                               "pool: unlabelled images, distilled on like train rows)"),
     images_root: str = typer.Option(..., "--images-root", help="directory the cohort's paths are relative to"),
     embeddings: str = typer.Option(..., "--embeddings", help="the teacher's embedding store (cxrdistill embed)"),
     out: str = C.out_option(help="Run directory (resumed when it holds a checkpoint)."),
