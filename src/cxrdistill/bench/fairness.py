@@ -262,7 +262,10 @@ def known_answer_benchmark(out: str | Path | None = None, *, quick: bool = False
         if done.exists():
             prev = json.loads(done.read_text(encoding="utf-8"))
             if prev.get("settings") == result["settings"] and prev.get("variants") == sorted(variants):
-                result["scenarios"][name] = prev["result"]
+                res = prev["result"]
+                res["verdicts"] = verdicts(res["summary"], res["minority"], res["prechecks"], SCENARIOS.get(name),
+                                           list(variants))
+                result["scenarios"][name] = res
                 log(f"[bench fairness] {name}: reusing {done}")
                 continue
         sc = load_scenario(name)
@@ -307,12 +310,30 @@ def verdicts(summ: dict, minority: str, pre: dict, expected: str | None, labels:
         premise = (lab.startswith("fairdi") and not (pre["P1"]["passed"] and pre["P2"]["passed"]))
         if premise:
             out[lab] = "pre-checks P1/P2 failed: no claim about a group-specific method here"
+        elif lab.startswith("fairdi") and expected == "fairdi":
+            out[lab] = _fairdi_criteria(summ, lab, minority, pre)
         elif helped:
             out[lab] = f"beats ERM on {minority} ({dm:+.3f})" + (" — its expected scenario" if lab == expected else "")
         else:
             out[lab] = f"no significant change on {minority} ({dm:+.3f})" + (
                 " — expected to help here" if lab == expected else "")
     return out
+
+
+def _fairdi_criteria(summ: dict, lab: str, minority: str, pre: dict) -> str:
+    """FairDi on its own scenario: minority AUC ≥ ERM + half the specialised model's advantage (P1), majority AUC ≥
+    ERM − 0.005, and a smaller gap with an interval excluding 0."""
+    groups = [k[4:-1] for k in summ[lab] if k.startswith("auc[")]
+    majority = next(g for g in groups if g != minority)
+    m, M, g = summ[lab][f"auc[{minority}]"], summ[lab][f"auc[{majority}]"], summ[lab].get("gap_max_min", {})
+    need = 0.5 * (pre["P1"]["value"] or 0.0)
+    checks = [(m["delta"] >= need, f"{minority} {m['delta']:+.3f} (needs ≥ {need:+.3f}, half the specialist's gain)"),
+              (M["delta"] >= -0.005, f"{majority} {M['delta']:+.3f} (needs ≥ −0.005)"),
+              (g.get("delta") is not None and g["delta"] < 0 and g.get("delta_excludes_0", False),
+               f"gap {g.get('delta', float('nan')):+.3f} (needs < 0, interval excluding 0)")]
+    ok = all(c for c, _ in checks)
+    return ("meets FairDi's criteria: " if ok else "misses FairDi's criteria: ") + "; ".join(
+        ("✓ " if c else "✗ ") + t for c, t in checks)
 
 
 def _fmt_ci(row: dict, key: str = "delta") -> str:
