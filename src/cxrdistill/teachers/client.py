@@ -401,8 +401,8 @@ def _check_same_run(store, info: dict[str, Any], out) -> None:
         raise InputError(f"store was filled with images preprocessed as {prev}, this run uses {now}", path=out,
                          hint="use the same --size as before, or a new --out")
     pa, na = store.info.get("api") or {}, info.get("api") or {}
-    for k in ("protocol", "output_key"):
-        if pa.get(k) != na.get(k):
+    for k in ("protocol", "output_key"):  # a store filled in-process or by an older client records no API
+        if pa and na and pa.get(k) != na.get(k):
             raise InputError(f"store was filled with {k} {pa.get(k)!r}, this run uses {na.get(k)!r}", path=out,
                              hint="use the same teacher and --output-key as before, or a new --out")
 
