@@ -191,7 +191,7 @@ def test_shared_options_have_one_spelling_one_default_and_one_meaning(tree):
     for path in ("fair run", "fair seg", "fair distill-study", "pretrain grid"):
         assert _opt(vis[path], "--seeds") is not None, path
     for path in ("distill", "probe", "finetune", "pretrain run", "pretrain finetune", "pretrain grid", "study", "demo",
-                 "fair run", "fair seg"):
+                 "fair run", "fair seg", "fair distill-study"):
         assert _opt(vis[path], "--fresh") is not None, path
 
 

@@ -69,6 +69,8 @@ def fair_distill_study(
                                              "probe_l2=0.1 (repeatable)"),
     jobs: Optional[int] = typer.Option(None, "--jobs", min=1, help="scenarios run in parallel processes [1]"),
     device: Optional[str] = C.device_option(None, help=C.DEVICE_HELP + " [cpu]"),
+    fresh: bool = typer.Option(False, "--fresh", help="Retrain the teachers and students instead of reusing the "
+                               "finished ones in OUT (the rendered cohorts are kept)."),
     quiet: bool = C.quiet_option(),
 ) -> None:
     """Teacher vs plain-KD vs fairness-aware students on synthetic planted-bias scenarios: AUC, worst-group AUC,
@@ -91,6 +93,11 @@ def fair_distill_study(
         if not quiet:
             print(msg, file=sys.stderr, flush=True)
 
+    if fresh:
+        import shutil
+
+        for name in ("teachers", "runs"):
+            shutil.rmtree(out / name, ignore_errors=True)
     run_study(config=cfg, out=out, log=log)
     typer.echo((out / "fairkd_table.md").read_text(encoding="utf-8"))
     C.summary("fair distill-study", out, scenarios=cfg.scenarios, methods=cfg.methods, seeds=cfg.seeds)
