@@ -11,7 +11,7 @@ PYTEST_WORKERS ?= 2
 export HF_HUB_OFFLINE := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: venv demo test bench browser clean lint docs notebooks
+.PHONY: venv demo test bench bench-scale browser clean lint docs notebooks
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,11 +37,6 @@ test: venv browser
 
 bench: venv
 	$(PY) -m cxrdistill.bench --out BENCHMARKS.md
-
-# Cost growth with the cohort's size (not part of `make bench`: about an hour on 2 cores): every study stage at n and
-# 10n rows of `synth --like` of CheXpert's train.csv (2,400 and 24,000), per-image cost ratio and peak RSS.
-bench-scale: venv
-	$(PY) -m cxrdistill.bench --only scale --out BENCHMARKS-scale.md
 
 # Cost growth with the cohort's size (not part of `make bench`: about an hour on 2 cores): every study stage at n and
 # 10n rows of `synth --like` of CheXpert's train.csv (2,400 and 24,000), per-image cost ratio and peak RSS.
