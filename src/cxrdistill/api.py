@@ -281,8 +281,9 @@ def _options(options: Mapping[str, Any] | None, **named: Any) -> dict[str, Any]:
 
 
 def distill(cohort: PathLike, embeddings: PathLike, out: PathLike, *, images_root: PathLike | None = None,
-            student: str | None = None, epochs: int | None = None, size: int | None = None,
-            config: PathLike | None = None, options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+            student: str | None = None, epochs: int | None = None, size: int | None = None, seed: int | None = None,
+            device: str | None = None, config: PathLike | None = None,
+            options: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Distil a teacher's stored embeddings into a student network that sees the images.
 
     The student is trained on the cohort's ``train`` split to reproduce the teacher's embedding of each image, and
@@ -302,6 +303,8 @@ def distill(cohort: PathLike, embeddings: PathLike, out: PathLike, *, images_roo
         Any timm backbone name or a preset (default ``mobilenetv3_small_050``).
     epochs, size
         Training epochs and image side in pixels.
+    seed, device
+        Seed of the initialisation and the data order (default 0); ``cpu``, ``cuda`` or ``auto`` (the default).
     config
         A ``distill.yaml`` with any of the documented keys.
     options
@@ -321,13 +324,15 @@ def distill(cohort: PathLike, embeddings: PathLike, out: PathLike, *, images_roo
     from cxrdistill.training.runs import run_distill
 
     cfg = load_config("distill", config, _options(options, **{"student.name": student, "train.epochs": epochs,
-                                                              "size": size}))
+                                                              "size": size, "train.seed": seed,
+                                                              "train.device": device}))
     return run_distill(cfg, cohort, images_root, embeddings, out, quiet=True)
 
 
 def probe(cohort: PathLike, out: PathLike, *, embeddings: PathLike | None = None, model: PathLike | None = None,
           images_root: PathLike | None = None, head: str | None = None, epochs: int | None = None,
-          config: PathLike | None = None, options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+          seed: int | None = None, device: str | None = None, config: PathLike | None = None,
+          options: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Fit a classification head on frozen embeddings; predict and score the test split with bootstrap CIs.
 
     Give either ``embeddings`` (a store, e.g. the teacher's) or ``model`` (e.g. a distilled student, whose
@@ -350,6 +355,8 @@ def probe(cohort: PathLike, out: PathLike, *, embeddings: PathLike | None = None
         ``linear`` (default), ``mlp3`` or ``mlp5``.
     epochs
         Training epochs of the head.
+    seed, device
+        As in :func:`distill`.
     config, options
         A ``probe.yaml`` and dotted keys, as in :func:`distill`.
 
@@ -366,7 +373,8 @@ def probe(cohort: PathLike, out: PathLike, *, embeddings: PathLike | None = None
     from cxrdistill.training.run_config import load_config
     from cxrdistill.training.runs import run_probe
 
-    cfg = load_config("probe", config, _options(options, head=head, **{"train.epochs": epochs}))
+    cfg = load_config("probe", config, _options(options, head=head, **{"train.epochs": epochs, "train.seed": seed,
+                                                                       "train.device": device}))
     return run_probe(cfg, cohort, out, embeddings=embeddings, model=model, images_root=images_root, quiet=True)
 
 

@@ -121,9 +121,10 @@ def test_every_function_reaches_its_implementation():
 @pytest.mark.parametrize("call, impls", [
     (lambda: cxrdistill.run_study("s.yaml", "out", overrides={"size": 32}, jobs=1),
      ["cxrdistill.study.run:run_study"]),
-    (lambda: cxrdistill.distill("c.parquet", "emb", "out", images_root="img", student="resnet18", epochs=1, size=32),
+    (lambda: cxrdistill.distill("c.parquet", "emb", "out", images_root="img", student="resnet18", epochs=1, size=32,
+                                seed=1, device="cpu"),
      ["cxrdistill.training.run_config:load_config", "cxrdistill.training.runs:run_distill"]),
-    (lambda: cxrdistill.probe("c.parquet", "out", embeddings="emb", head="linear", epochs=1),
+    (lambda: cxrdistill.probe("c.parquet", "out", embeddings="emb", head="linear", epochs=1, seed=1),
      ["cxrdistill.training.run_config:load_config", "cxrdistill.training.runs:run_probe"]),
     (lambda: cxrdistill.evaluate("c.parquet", "p.parquet", embeddings="emb", head="h.safetensors"),
      ["cxrdistill.training.runs:run_evaluate"]),
