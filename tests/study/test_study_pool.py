@@ -59,3 +59,12 @@ def test_an_empty_directory_is_refused(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(CxrError, match="no image files"):
         stage_pool(_ctx(tmp_path, source="dir", dir=str(tmp_path / "empty")))
+
+
+def test_a_synthetic_pool_is_rendered_in_chunks_with_unique_ids(tmp_path):
+    from cxrdistill.study.stages import _render_pool
+
+    ctx = _ctx(tmp_path, source="synth", n=5)
+    meta = _render_pool(ctx, tmp_path / "imgs", chunk=2)  # 3 chunks: each its own sample of the population
+    assert len(meta) == 5 and meta["image_id"].is_unique and meta["patient_id"].str.startswith(("0/", "1/", "2/")).all()
+    assert all(Image.open(p).size == (64, 64) for p in meta["path"])

@@ -143,10 +143,12 @@ def stage_pool(ctx: StudyContext) -> dict:
     return {"table": str(out / "pool.parquet"), "n": len(df), "source": p.source}
 
 
-def _render_pool(ctx: StudyContext, root: Path):
-    """More images of the synthetic cohort's population (its scenario, the pool's seed), as PNG files."""
+def _render_pool(ctx: StudyContext, root: Path, chunk: int = 5000):
+    """More images of the synthetic cohort's population (its scenario, the pool's seed), as PNG files; rendered in
+    chunks (each its own sample of the population, seeded from the pool's seed) so that memory stays bounded."""
     import shutil
 
+    import pandas as pd
     from PIL import Image
 
     from cxrdistill.synth.generate import render_batch
@@ -155,15 +157,19 @@ def _render_pool(ctx: StudyContext, root: Path):
     if root.exists():
         shutil.rmtree(root)
     parts = []
-    images, meta = render_batch(p.n, max(ctx.cfg.size, 64), seed=p.seed, scenario=c.synth.scenario,
-                                workers=c.synth.workers)
-    for a, rel in zip(images, meta["path"]):
-        f = root / rel
-        f.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(a).save(f, format="PNG", compress_level=1)
-        parts.append(str(f))
-    ctx.log(f"[distill_pool] rendered {len(parts)} unlabelled images (seed {p.seed})")
-    return meta.assign(path=parts)
+    for k, start in enumerate(range(0, p.n, chunk)):
+        images, meta = render_batch(min(chunk, p.n - start), max(ctx.cfg.size, 64), seed=p.seed + 7919 * k,
+                                    scenario=c.synth.scenario, workers=c.synth.workers)
+        paths = []
+        for a, rel in zip(images, meta["path"]):
+            f = root / str(k) / rel
+            f.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(a).save(f, format="PNG", compress_level=1)
+            paths.append(str(f))
+        parts.append(meta.assign(path=paths, image_id=f"{k}/" + meta["image_id"],
+                                 patient_id=f"{k}/" + meta["patient_id"]))
+    ctx.log(f"[distill_pool] rendered {p.n} unlabelled images (seed {p.seed})")
+    return pd.concat(parts, ignore_index=True)
 
 
 def _distill_table(ctx: StudyContext) -> Path:
