@@ -12,6 +12,19 @@ def show_value(value) -> str:
         return repr(value)
 
 
+def config_problems(error, limit: int = 3) -> str:
+    """The first ``limit`` problems of an invalid configuration (a pydantic ``ValidationError``) in one line,
+    ``key.sub: what is wrong; …``, with a misspelled key called an unknown key."""
+    parts = []
+    for err in error.errors()[:limit]:
+        loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (check its spelling)"
+        parts.append(f"{loc}: {msg}")
+    return "; ".join(parts)
+
+
 class CxrError(Exception):
     """An error caused by the user's input or environment. The CLI prints it as one line (no traceback), exit 2."""
 

@@ -5,7 +5,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from cxrdistill.errors import InputError
+from cxrdistill.training.run_config import validate
 from cxrdistill.training.trainer import TrainConfig
 
 META_TASKS = ["frontal", "ap_pa", "sex", "age"]
@@ -108,21 +108,10 @@ class GridConfig(_Strict):
 
 def coerce_config(model: type[BaseModel], cfg: Any, path=None):
     """``cfg`` as ``model``: an instance, a dict, or another pydantic model with the same keys (the study's)."""
-    from pydantic import ValidationError
-
     if isinstance(cfg, model):
         return cfg
     if cfg is None:
         return model()
     if isinstance(cfg, BaseModel):
         cfg = cfg.model_dump()
-    try:
-        return model.model_validate(dict(cfg))
-    except ValidationError as e:
-        msgs = []
-        for err in e.errors()[:3]:
-            loc = ".".join(str(x) for x in err["loc"])
-            msgs.append(f"{loc}: " + ("unknown key (check its spelling)" if err["type"] == "extra_forbidden"
-                                      else err["msg"]))
-        raise InputError("invalid config: " + "; ".join(msgs), path=path,
-                         hint="see the documented keys in docs/pretraining.md") from None
+    return validate(model, dict(cfg), path, docs="docs/pretraining.md")

@@ -20,7 +20,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cxrdistill.cohorts.schema import CHEXPERT_FINDINGS
-from cxrdistill.errors import InputError
+from cxrdistill.errors import InputError, config_problems
 from cxrdistill.registry import Registry
 
 FINDINGS: list[str] = list(CHEXPERT_FINDINGS)
@@ -310,17 +310,6 @@ _SHORTCUT_TEST = {"flip": "the two rates are swapped", "independent": "it no lon
 SCENARIOS: Registry[Scenario] = Registry("synthetic scenario")
 
 
-def _format_validation(e: ValidationError) -> str:
-    parts = []
-    for err in e.errors()[:3]:
-        loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key (misspelled?)"
-        parts.append(f"{loc}: {msg}")
-    return "; ".join(parts)
-
-
 # Mappings that describe one whole mix: given over a ``base:``, they replace the base's instead of merging into it
 # (merging ``Black: {sites: {B: 1.0}}`` into a base's ``{A: 0.1, B: 0.9}`` would silently keep site A).
 _REPLACED = {("groups", "*", "sites")}
@@ -357,7 +346,7 @@ def scenario_from_dict(data: dict[str, Any], *, source: object = None) -> Scenar
     try:
         return Scenario.model_validate(data)
     except ValidationError as e:
-        raise InputError(f"invalid scenario: {_format_validation(e)}", path=source,
+        raise InputError(f"invalid scenario: {config_problems(e)}", path=source,
                          hint="see docs/synth.md for the scenario keys") from None
 
 

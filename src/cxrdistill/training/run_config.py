@@ -8,7 +8,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from cxrdistill.errors import CxrError, InputError
+from cxrdistill.errors import CxrError, InputError, config_problems
 from cxrdistill.training.trainer import TrainConfig
 
 M = TypeVar("M", bound=BaseModel)
@@ -149,17 +149,13 @@ def load_config(stage: str, path: str | Path | None = None, options: dict[str, A
     return validate(model, data, path)
 
 
-def validate(model: type[M], data: dict[str, Any], path=None) -> M:
+def validate(model: type[M], data: dict[str, Any], path=None, docs: str = "docs/distill.md") -> M:
+    """``data`` as ``model``, or one InputError listing what is wrong (and the page that documents the keys)."""
     try:
         return model.model_validate(data)
     except ValidationError as e:
-        msgs = []
-        for err in e.errors()[:3]:
-            loc = ".".join(str(x) for x in err["loc"])
-            msg = "unknown key (check its spelling)" if err["type"] == "extra_forbidden" else err["msg"]
-            msgs.append(f"{loc}: {msg}")
-        raise InputError("invalid config: " + "; ".join(msgs), path=path,
-                         hint="see the documented keys in docs/distill.md") from None
+        raise InputError(f"invalid config: {config_problems(e)}", path=path,
+                         hint=f"see the documented keys in {docs}") from None
 
 
 def to_yaml(cfg: BaseModel) -> str:
