@@ -112,6 +112,18 @@ def _balanced(sc):
     return sc.model_copy(update={"groups": {g: v.model_copy(update={"share": 1.0 / k}) for g, v in sc.groups.items()}})
 
 
+def _generator_key(scenario: str) -> str:
+    """Changes when the scenario or the anatomy's demographic shifts change (cached cohorts then no longer apply)."""
+    import hashlib
+
+    from cxrdistill.synth.anatomy import AGE_BONE_PER_YEAR, DEMOGRAPHIC_SHIFTS
+    from cxrdistill.synth.scenario import load_scenario
+
+    blob = json.dumps([load_scenario(scenario).model_dump(mode="json"), DEMOGRAPHIC_SHIFTS, AGE_BONE_PER_YEAR],
+                      sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:8]
+
+
 def _cohort(out: Path, teacher: Path, scenario: str, rep: int, n_train: int, n_test: int, size: int):
     """(meta, embeddings) of one repetition: a fresh training cohort (train/val by patient) and a fresh test cohort
     with equal group shares, both drawn from the scenario; cached as npz + parquet."""
@@ -121,7 +133,7 @@ def _cohort(out: Path, teacher: Path, scenario: str, rep: int, n_train: int, n_t
     from cxrdistill.synth.scenario import load_scenario
     from cxrdistill.teachers.local import torch_teacher
 
-    stem = out / "cohorts" / f"{scenario}_r{rep}_{n_train}_{n_test}_{size}"
+    stem = out / "cohorts" / f"{scenario}_r{rep}_{n_train}_{n_test}_{size}_{_generator_key(scenario)}"
     if stem.with_suffix(".npz").exists() and stem.with_suffix(".parquet").exists():
         with np.load(stem.with_suffix(".npz"), allow_pickle=False) as z:
             return pd.read_parquet(stem.with_suffix(".parquet")), z["x"]
@@ -214,7 +226,8 @@ def _cached_repetition(out: Path, teacher: Path, name: str, attribute: str, r: i
 
     from cxrdistill.fairness.benchmark import Repetition
 
-    key = hashlib.sha256(json.dumps([name, r, sorted(variants.items()), train, sizes, probe], sort_keys=True,
+    key = hashlib.sha256(json.dumps([name, _generator_key(name), r, sorted(variants.items()), train, sizes, probe],
+                                    sort_keys=True,
                                     default=str).encode()).hexdigest()[:12]
     path = out / "repetitions" / f"{name}_r{r}_{key}.npz"
     if path.exists():

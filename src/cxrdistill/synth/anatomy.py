@@ -185,15 +185,17 @@ def build_chest(a: Anatomy, x: np.ndarray, y: np.ndarray, px: float) -> Chest:
 # radiographs reveal them to a model with AUC ≈ 0.9-0.99 (race: Gichoya et al. 2022, Lancet Digit Health 4:e406;
 # sex ≈ 0.99): through body habitus and soft-tissue thickness, breast shadows, bone density and thoracic shape. Each
 # entry is a shift of a mean, in body units, per unit of strength; at strength 0 the anatomy is the generator's
-# earlier one (sex only through breasts, lung width and bone loss; race only through a little bone density).
+# earlier one (sex only through breasts, lung width and bone loss; race only through a little bone density). At 1,
+# attribute probes on the default synthetic teacher's embeddings of a `mixed` cohort reach race AUC 0.94 and sex 0.98
+# (at 0.5: 0.84 and 0.93).
 DEMOGRAPHIC_SHIFTS: dict[str, dict[str, float]] = {
-    "Female": {"breast_density": 0.10, "body_w": -0.03, "rib_w": -0.003, "bone": -0.04, "pectoral": -0.05},
-    "Male": {"body_w": 0.02, "pectoral": 0.06, "rib_w": 0.002},
-    "Black": {"bone": 0.12, "soft": 0.10, "body_w": 0.03, "ctr": 0.015, "rib_w": 0.003, "clav_slope": 0.04},
-    "Asian": {"W": -0.03, "body_w": -0.05, "soft": -0.08, "apex": 0.04, "bone": -0.04, "clav_slope": -0.05},
+    "Female": {"breast_density": 0.20, "body_w": -0.06, "rib_w": -0.006, "bone": -0.08, "pectoral": -0.10},
+    "Male": {"body_w": 0.04, "pectoral": 0.12, "rib_w": 0.004},
+    "Black": {"bone": 0.24, "soft": 0.20, "body_w": 0.06, "ctr": 0.03, "rib_w": 0.006, "clav_slope": 0.08},
+    "Asian": {"W": -0.06, "body_w": -0.10, "soft": -0.16, "apex": 0.08, "bone": -0.08, "clav_slope": -0.10},
     "White": {},
 }
-AGE_BONE_PER_YEAR = 0.003  # extra bone loss per year over 45 at strength 1 (on top of the base 0.004)
+AGE_BONE_PER_YEAR = 0.006  # extra bone loss per year over 45 at strength 1 (on top of the base 0.004)
 
 
 def sample_anatomy(rng: np.random.Generator, sex: str, age: float, race: str, habitus: float,
@@ -237,6 +239,6 @@ def sample_anatomy(rng: np.random.Generator, sex: str, age: float, race: str, ha
     a.extra["rib_offsets"] = (rng.normal(0, 0.008, 11) + 0.004 * np.arange(11) ** 1.3).astype(np.float32)
     a.clav_y = float(rng.normal(-0.70, 0.02))
     a.clav_slope = float(rng.normal(-0.10, 0.02)) + shift["clav_slope"]
-    a.knob = float(np.clip(0.035 + 0.0006 * (1 + k) * (age - 40) + rng.normal(0, 0.008), 0.02, 0.09))
+    a.knob = float(np.clip(0.035 + 0.0006 * (1 + 2 * k) * (age - 40) + rng.normal(0, 0.008), 0.02, 0.09))
     a.hilum_y = float(rng.normal(-0.05, 0.02))
     return a
