@@ -39,6 +39,8 @@ def test_race_and_sex_are_learnable_from_pixels_and_the_knob_controls_it():
 def test_demographics_is_a_validated_scenario_knob():
     assert load_scenario("none").demographics == 1.0
     assert load_scenario({"base": "manifestation", "demographics": 0.5}).demographics == 0.5
+    assert [r for r in load_scenario("conflict_hidden").mechanisms() if r["mechanism"] == "demographics"]
+    assert not [r for r in load_scenario("conflict").mechanisms() if r["mechanism"] == "demographics"]
     with pytest.raises(Exception, match="demographics"):
         load_scenario({"base": "none", "demographics": -1})
 

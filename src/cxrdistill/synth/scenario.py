@@ -295,6 +295,10 @@ class Scenario(BaseModel):
             if any(v != 1 for v in g.visibility.values()):
                 rows.append({"group": gname, "mechanism": "visibility",
                              "planted": per_finding(g.visibility, lambda v: f"intensity ×{v:g}")})
+        if self.demographics != 1:
+            rows.append({"group": "all", "mechanism": "demographics",
+                         "planted": f"sex, race and age drawn at strength {self.demographics:g} (1 = as visible as "
+                                    "in real radiographs; 0 = race not readable from the image)"})
         if len(self.sites) > 1:
             for name, site in self.sites.items():
                 rows.append({"group": f"site {name}", "mechanism": "acquisition",
