@@ -308,7 +308,8 @@ def _propagation(run_dir: Path, res: dict) -> str:
     rule = verdict_rule(doc, ref) if doc.get("alpha") is not None else ""
     parts = [_png(run_dir / "audit" / "compare" / "compare_gaps.png",
                   "The bias quantities that changed most between the teacher and each student (95% CIs; further "
-                  "right = more bias); every quantity is in the table below."),
+                  "right = more bias); the headline ones are in the tables below, all of them in "
+                  "audit/compare/report.html."),
              *tables,
              paragraph(f"Headline gaps only (AUC/TPR/FPR gaps per finding, KS tests, bias score, attribute probes); "
                        f"every compared quantity, pairwise differences included, is in "
