@@ -3,8 +3,8 @@ the published schemata (Google-Health/cxr-foundation, python/serving/vertex_sche
 prediction.yaml) and Vertex AI's documented behaviour — not from our own server:
 
 * ``POST …/endpoints/E:predict`` with ``{"instances": [{"input_bytes": base64}]}`` → ``{"predictions": [...],
-  "deployedModelId": …, "model": …}``; each prediction ``{"general_img_emb": 32×768, "contrastive_img_emb": 32×128}``
-  or ``{"error": {"description": …}}`` for that instance alone;
+  "deployedModelId": …, "model": …}``; each prediction ``{"general_img_emb": 32×768, "contrastive_img_emb":
+  32×128}`` or ``{"error": {"description": …}}`` for that instance alone;
 * bodies over 1.5 MiB → HTTP 400 ``{"error": {"code": 400, "message": "Request payload size exceeds the limit: …",
   "status": "INVALID_ARGUMENT"}}``; quota → 429 ``RESOURCE_EXHAUSTED`` with ``Retry-After``; 503 ``UNAVAILABLE``;
 * an access token that expired → 401 ``UNAUTHENTICATED``.
@@ -83,7 +83,8 @@ class VertexStandIn:
 
     def _answer(self, body: bytes, request: Request, entry: dict):
         if len(body) > self.limit:
-            return _google_error(400, "INVALID_ARGUMENT", f"Request payload size exceeds the limit: {self.limit} bytes.")
+            return _google_error(400, "INVALID_ARGUMENT",
+                                 f"Request payload size exceeds the limit: {self.limit} bytes.")
         if self.auth:
             tok = request.headers.get("authorization", "").removeprefix("Bearer ")
             if not (tok.startswith("tok-") and tok[4:].isdigit() and int(tok[4:]) >= self.min_valid):

@@ -201,5 +201,6 @@ def resolve_teacher(spec: str, **kwargs: Any) -> TorchTeacher:
             kind, arg = "torch", spec
         else:
             raise InputError(f"teacher spec {spec!r} is not KIND:ARG",
-                             hint=f"use http://HOST:PORT, vertex:URL, kserve:URL or one of {', '.join(f'{k}:…' for k in TEACHERS.names())}")
+                             hint="use http://HOST:PORT, vertex:URL, kserve:URL or one of "
+                                  f"{', '.join(f'{k}:…' for k in TEACHERS.names())}")
     return TEACHERS.get(kind)(arg, **kwargs)
