@@ -145,7 +145,10 @@ def display_table(table: pd.DataFrame, scenario: str, labels: str) -> pd.DataFra
         name = r["model"] if r["eval"] == "probe" else f"{r['model']} (own head)"
         row = {"model": "plain KD" if name == KD else name}
         for m, title in COLUMNS:
-            digits = 1 if m == "ks_significant" else 3
+            mean, std = r.get(f"{m}_mean"), r.get(f"{m}_std")
+            whole = mean is not None and np.isfinite(mean) and float(mean).is_integer() and not (
+                std is not None and np.isfinite(std) and std > 0)  # a count from one seed prints as a count
+            digits = (0 if whole else 1) if m == "ks_significant" else 3
             row[title] = _fmt(r.get(f"{m}_mean"), r.get(f"{m}_std"), digits)
         row["Δ gap vs KD (p)"] = _dp(r.get("auc_gap_delta_vs_kd"), r.get("auc_gap_p_vs_kd"))
         row["Δ AUC vs KD (p)"] = _dp(r.get("auc_delta_vs_kd"), r.get("auc_p_vs_kd"))
