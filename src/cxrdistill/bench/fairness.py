@@ -322,7 +322,8 @@ def verdicts(summ: dict, minority: str, pre: dict, expected: str | None, labels:
         helped = m.get("delta_excludes_0") and dm > 0
         premise = (lab.startswith("fairdi") and not (pre["P1"]["passed"] and pre["P2"]["passed"]))
         if premise:
-            out[lab] = "pre-checks P1/P2 failed: no claim about a group-specific method here"
+            failed = " and ".join(k for k in ("P1", "P2") if not pre[k]["passed"])
+            out[lab] = f"pre-check {failed} failed: no claim about a group-specific method here ({dm:+.3f})"
         elif lab.startswith("fairdi") and expected == "fairdi":
             out[lab] = _fairdi_criteria(summ, lab, minority, pre)
         elif helped:
