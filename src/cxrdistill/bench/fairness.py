@@ -316,8 +316,9 @@ def verdicts(summ: dict, minority: str, pre: dict, expected: str | None, labels:
             continue
         if expected is None:
             within = all(abs(v) <= 0.01 for v in (dm, dg) if v is not None)
-            out[lab] = ("negative control: within ±0.01 of ERM" if within
-                        else f"negative control: moved {minority} AUC by {dm:+.3f} (should stay within ±0.01)")
+            moved = f"Δ {minority} {dm:+.3f}" + (f", Δ gap {dg:+.3f}" if dg is not None else "")
+            out[lab] = (f"negative control: within ±0.01 of ERM ({moved})" if within
+                        else f"negative control: {moved} — should stay within ±0.01")
             continue
         helped = m.get("delta_excludes_0") and dm > 0
         premise = (lab.startswith("fairdi") and not (pre["P1"]["passed"] and pre["P2"]["passed"]))
