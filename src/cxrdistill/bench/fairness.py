@@ -377,12 +377,14 @@ def run(quick: bool = False) -> list[dict]:
             gap = v.get("gap_max_min", {})
             if lab == "erm":
                 rows.append({"name": f"{name}: erm", "value": mk.get("mean"), "unit": f"AUC {sc['minority']}",
-                             "goal": "", "note": f"gap {gap.get('mean', float('nan')):.3f}"})
+                             "goal": "", "note": f"gap {gap['mean']:.3f}" if gap else "no gap (a group below the "
+                                                                                          "minimum size)"})
                 continue
             rows.append({"name": f"{name}: {lab}", "value": mk.get("delta"), "unit": f"Δ AUC {sc['minority']}",
                          "goal": ("> 0" if sc["expected"] and lab.startswith(sc["expected"]) else
                                   "within ±0.01" if sc["expected"] is None else ""),
-                         "note": f"Δ {sc['minority']} {_fmt_ci(mk)}; Δ gap {_fmt_ci(gap)}; "
+                         "note": f"Δ {sc['minority']} {_fmt_ci(mk)}; "
+                                 f"{'Δ gap ' + _fmt_ci(gap) if gap else 'no gap (a group below the minimum size)'}; "
                                  f"{sc['verdicts'].get(lab, '')}"})
     return rows
 
