@@ -29,6 +29,11 @@ MAX_SIZE = 1024
 def _check_args(n: int, size: int, seed: int, workers: int) -> None:
     if int(n) < 1:
         raise InputError(f"--n must be at least 1 (got {n})")
+    check_render_args(size, seed, workers)
+
+
+def check_render_args(size: int, seed: int, workers: int) -> None:
+    """Refuse an image size outside 16..MAX_SIZE, a negative seed or fewer than one worker (the CLI's messages)."""
     if not 16 <= int(size) <= MAX_SIZE:
         raise InputError(f"--size must be between 16 and {MAX_SIZE} pixels (got {size})")
     if int(seed) < 0:

@@ -27,6 +27,7 @@ import pandas as pd
 
 from cxrdistill.errors import InputError
 from cxrdistill.storage.io import atomic_open, write_json
+from cxrdistill.synth.generate import check_render_args
 from cxrdistill.synth.render import ImageSpec, render_spec
 from cxrdistill.synth.sample import CHEXPERT_LABELS
 from cxrdistill.synth.scenario import DISEASES, FINDINGS, PATHOLOGIES
@@ -34,7 +35,6 @@ from cxrdistill.synth.scenario import DISEASES, FINDINGS, PATHOLOGIES
 Progress = Callable[[int, int], None]
 LIKE_STREAM = 0x11CE  # random streams of --like, apart from the generator's own
 LIKE_VERSION = 1
-MAX_SIZE = 1024
 CHEXPERT_ID = r"^(?:[^/]+/)*patient\d+/study\d+/[^/]+$"  # an id that a CheXpert path can carry unchanged
 
 
@@ -237,12 +237,7 @@ def generate_like(out_dir: str | os.PathLike, like: str | os.PathLike | pd.DataF
 
     A rerun with the same table, size and seed renders only the images that are missing (an unfinished run
     resumes); anything else in a non-empty ``out_dir`` is refused unless ``overwrite``."""
-    if not 16 <= int(size) <= MAX_SIZE:
-        raise InputError(f"--size must be between 16 and {MAX_SIZE} pixels (got {size})")
-    if int(seed) < 0:
-        raise InputError(f"--seed must be non-negative (got {seed})")
-    if int(workers) < 1:
-        raise InputError(f"--workers must be at least 1 (got {workers})")
+    check_render_args(size, seed, workers)
     if n is not None and int(n) < 1:
         raise InputError(f"--n must be at least 1 (got {n})")
     source = "(a DataFrame)" if isinstance(like, pd.DataFrame) else str(like)
