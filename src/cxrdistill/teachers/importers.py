@@ -146,9 +146,7 @@ def _check_unique(ids: list[str], files: list[Path], what: str) -> None:
 
 def _per_file_source(files: list[Path], ids: list[str], load: Callable[[Path], np.ndarray],
                      item_shape: tuple[int, ...]) -> Source:
-    def batches(keep: set[str] | None, bs: int) -> Iterator[tuple[list[str], np.ndarray]]:
-        bid: list[str] = []
-        rows: list[np.ndarray] = []
+    def items(keep: set[str] | None) -> Iterator[tuple[str, np.ndarray]]:
         for f, i in zip(files, ids):
             if keep is not None and i not in keep:
                 continue
@@ -156,15 +154,23 @@ def _per_file_source(files: list[Path], ids: list[str], load: Callable[[Path], n
             if a.shape != item_shape:
                 raise InputError(f"embedding has shape {a.shape}, but the first file has {item_shape}", path=f,
                                  hint="import files of one model output at a time")
-            bid.append(i)
-            rows.append(a)
-            if len(bid) >= bs:
-                yield bid, np.stack(rows)
-                bid, rows = [], []
-        if bid:
-            yield bid, np.stack(rows)
+            yield i, a
 
-    return Source(ids, batches, item_shape, len(files))
+    return Source(ids, lambda keep, bs: _batched(items(keep), bs), item_shape, len(files))
+
+
+def _batched(items: Iterator[tuple[str, np.ndarray]], bs: int) -> Iterator[tuple[list[str], np.ndarray]]:
+    """Group ``(id, embedding)`` pairs into batches of ``bs`` ids with their stacked embeddings (the last shorter)."""
+    bid: list[str] = []
+    rows: list[np.ndarray] = []
+    for i, a in items:
+        bid.append(i)
+        rows.append(a)
+        if len(bid) >= bs:
+            yield bid, np.stack(rows)
+            bid, rows = [], []
+    if bid:
+        yield bid, np.stack(rows)
 
 
 @FORMATS.register("cxr-foundation-npz")
@@ -257,9 +263,7 @@ def read_tfrecord(src: Path, *, id_from: str = "relpath", key: str = "embedding"
     _check_unique(ids, [e[0] for e in entries], "records")
     first = to_item(examples(entries[0][0])[entries[0][1]], entries[0][0])
 
-    def batches(keep: set[str] | None, bs: int) -> Iterator[tuple[list[str], np.ndarray]]:
-        bid: list[str] = []
-        rows: list[np.ndarray] = []
+    def items(keep: set[str] | None) -> Iterator[tuple[str, np.ndarray]]:
         cache: tuple[Path, list[dict[str, Any]]] | None = None
         for p, k, i in entries:
             if keep is not None and i not in keep:
@@ -269,15 +273,9 @@ def read_tfrecord(src: Path, *, id_from: str = "relpath", key: str = "embedding"
             a = to_item(cache[1][k], p)
             if a.shape != first.shape:
                 raise InputError(f"embedding has shape {a.shape}, but the first record has {first.shape}", path=p)
-            bid.append(i)
-            rows.append(a)
-            if len(bid) >= bs:
-                yield bid, np.stack(rows)
-                bid, rows = [], []
-        if bid:
-            yield bid, np.stack(rows)
+            yield i, a
 
-    return Source(ids, batches, first.shape, len(files))
+    return Source(ids, lambda keep, bs: _batched(items(keep), bs), first.shape, len(files))
 
 
 def _read_id_list(p: Path) -> list[str]:
