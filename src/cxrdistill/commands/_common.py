@@ -97,6 +97,20 @@ def parse_seeds(values: Optional[Iterable[str] | str], option: str = "--seeds") 
                          hint=f"e.g. {option} 0,1,2") from None
 
 
+def parse_set(item: str, example: str) -> tuple[str, str, Any]:
+    """One ``--set KEY=VALUE`` → ``(head, rest, value)``: KEY split at its first dot, VALUE read as YAML."""
+    import yaml
+
+    from cxrdistill.errors import InputError
+
+    key, eq, raw = item.partition("=")
+    if not eq or not key.strip():
+        raise InputError(f"--set {item!r} must look like KEY=VALUE", hint=f"e.g. --set {example}")
+    value = yaml.safe_load(raw)
+    head, _, rest = key.strip().partition(".")
+    return head, rest, value
+
+
 def on_error_mode(on_error: str, *, skip_alias: bool = False, option: str = "--on-error") -> str:
     """Checks ``--on-error`` and returns ``fail`` or ``skip`` (``skip_alias``: an old boolean spelling was set)."""
     from cxrdistill.errors import InputError

@@ -22,7 +22,6 @@ _FRESH = typer.Option(False, "--fresh", help="Retrain every (method, seed) inste
 def _build_config(config: Optional[Path], methods: list[str], seeds: Optional[str], select: Optional[str],
                   train: dict, sets: Optional[List[str]], extra: dict):
     """FairRunConfig from defaults < YAML < options < --set, with one-line errors."""
-    import yaml
     from pydantic import ValidationError
 
     from cxrdistill.errors import InputError
@@ -44,11 +43,7 @@ def _build_config(config: Optional[Path], methods: list[str], seeds: Optional[st
     data["train"].update({k: v for k, v in train.items() if v is not None})
     data.update({k: v for k, v in extra.items() if v is not None})
     for s in sets or []:
-        key, eq, raw = s.partition("=")
-        if not eq or not key.strip():
-            raise InputError(f"--set {s!r} must look like KEY=VALUE", hint="e.g. --set fairdi.lam=0.9")
-        value = yaml.safe_load(raw)
-        head, _, rest = key.strip().partition(".")
+        head, rest, value = C.parse_set(s, "fairdi.lam=0.9")
         if rest and head == "train":
             data.setdefault("train", {})[rest] = value
         elif rest:

@@ -17,10 +17,6 @@ from cxrdistill.commands import _common as C
 
 def build_settings(config: Optional[Path], options: dict, sets: Optional[List[str]]) -> dict:
     """defaults < YAML < options < --set, as a plain dict (validated by the experiment's pydantic model)."""
-    import yaml
-
-    from cxrdistill.errors import InputError
-
     data: dict = {}
     if config is not None:
         from cxrdistill.storage.io import read_yaml_mapping
@@ -34,11 +30,7 @@ def build_settings(config: Optional[Path], options: dict, sets: Optional[List[st
         else:
             data[k] = v
     for s in sets or []:
-        key, eq, raw = s.partition("=")
-        if not eq or not key.strip():
-            raise InputError(f"--set {s!r} must look like KEY=VALUE", hint="e.g. --set teacher.epochs=4")
-        value = yaml.safe_load(raw)
-        head, _, rest = key.strip().partition(".")
+        head, rest, value = C.parse_set(s, "teacher.epochs=4")
         if rest and head in ("teacher", "student"):
             data.setdefault(head, {})[rest] = value
         elif rest:
