@@ -69,6 +69,15 @@ def _check_findings(d: dict[str, Any], allowed: list[str], what: str, allow_all:
     return d
 
 
+def _check_factors(d: dict[str, float], what: str, noun: str, hi: float) -> dict[str, float]:
+    """Known findings (or ``all``) in ``what``, each value in [0, hi]; ``noun`` names one value in the error."""
+    _check_findings(d, PATHOLOGIES, what)
+    for k, x in d.items():
+        if not 0 <= x <= hi:
+            raise ValueError(f"{noun} for {k!r} must be in [0, {hi}], got {x}")
+    return d
+
+
 class Site(BaseModel):
     """An acquisition site (scanner + protocol): exposure, noise, share of AP views and a lead marker in a corner."""
 
@@ -129,29 +138,17 @@ class Group(BaseModel):
     @field_validator("prevalence")
     @classmethod
     def _prev(cls, v: dict[str, float]) -> dict[str, float]:
-        _check_findings(v, PATHOLOGIES, "prevalence")
-        for k, x in v.items():
-            if not 0 <= x <= 10:
-                raise ValueError(f"prevalence multiplier for {k!r} must be in [0, 10], got {x}")
-        return v
+        return _check_factors(v, "prevalence", "prevalence multiplier", 10)
 
     @field_validator("underdiagnosis")
     @classmethod
     def _ud(cls, v: dict[str, float]) -> dict[str, float]:
-        _check_findings(v, PATHOLOGIES, "underdiagnosis")
-        for k, x in v.items():
-            if not 0 <= x <= 1:
-                raise ValueError(f"underdiagnosis rate for {k!r} must be in [0, 1], got {x}")
-        return v
+        return _check_factors(v, "underdiagnosis", "underdiagnosis rate", 1)
 
     @field_validator("visibility")
     @classmethod
     def _vis(cls, v: dict[str, float]) -> dict[str, float]:
-        _check_findings(v, PATHOLOGIES, "visibility")
-        for k, x in v.items():
-            if not 0 <= x <= 5:
-                raise ValueError(f"visibility for {k!r} must be in [0, 5], got {x}")
-        return v
+        return _check_factors(v, "visibility", "visibility", 5)
 
     @field_validator("manifestation")
     @classmethod
