@@ -70,6 +70,12 @@ def _side(rng: np.random.Generator, p_both: float = 0.3) -> list[bool]:
     return [bool(rng.random() < 0.5)]
 
 
+def _one_side(ch: Chest, rng: np.random.Generator) -> tuple[bool, np.ndarray, float]:
+    """One lung at random: whether it is the right one, its mirrored x (``ch.s``) and its diaphragm height."""
+    right = bool(rng.random() < 0.5)
+    return right, ch.s(right), ch.a.base_R if right else ch.a.base_L
+
+
 def _blob(ch: Chest, cx: float, cy: float, r: float, rng: np.random.Generator, rough: float = 0.5,
           edge: float = 0.25) -> np.ndarray:
     """An irregular blob of radius ~r with an ill-defined margin (``edge`` ~ 0.3 fairly sharp, ~1 very soft)."""
@@ -146,9 +152,7 @@ PAINTERS.register("pleural_effusion")(Painter(paint=_effusion))
 
 def _pneumothorax(cv: Canvas, rng: np.random.Generator, k: float, variant: str) -> None:
     ch, a = cv.ch, cv.ch.a
-    right = bool(rng.random() < 0.5)
-    s = ch.s(right)
-    base = a.base_R if right else a.base_L
+    right, s, base = _one_side(ch, rng)
     frac = rng.uniform(0.06, 0.12) if variant == "subtle" else rng.uniform(0.08, 0.32)
     sh, yh = a.med_w, base - 0.05
     sc, yc = 1 - frac, 1 - 0.9 * frac
@@ -289,9 +293,7 @@ PAINTERS.register("edema")(Painter(paint=_edema))
 
 def _pleural_other(cv: Canvas, rng: np.random.Generator, k: float, variant: str) -> None:
     ch, a = cv.ch, cv.ch.a
-    right = bool(rng.random() < 0.5)
-    s = ch.s(right)
-    base = a.base_R if right else a.base_L
+    right, s, base = _one_side(ch, rng)
     t = (ch.y - a.apex) / (base - a.apex)
     lat = lung_lateral(a, t)
     t0 = rng.uniform(0.3, 0.7)
