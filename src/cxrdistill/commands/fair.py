@@ -17,6 +17,12 @@ from cxrdistill.commands import _common as C
 
 _SET = typer.Option(None, "--set", help="override: train.lr=3e-4, fairdi.lam=0.9, head=linear (repeatable)")
 _FRESH = typer.Option(False, "--fresh", help="Retrain every (method, seed) instead of reusing finished ones in OUT.")
+_EPOCHS = typer.Option(None, "--epochs", min=1, help="epochs per training stage [10]")
+_BATCH_SIZE = typer.Option(None, "--batch-size", min=1, help="training batch size [64]")
+_LR = typer.Option(None, "--lr", help="learning rate [1e-3]")
+_SPLIT_SEED = typer.Option(0, "--split-seed", help="seed of the patient split when the cohort has none")
+_CACHE = typer.Option(None, "--cache-dir", help="image cache root [$CXRDISTILL_CACHE]")
+_CONFIG = typer.Option(None, "--config", help="YAML run config (FairRunConfig keys)")
 
 
 def _build_config(config: Optional[Path], methods: list[str], seeds: Optional[str], select: Optional[str],
@@ -86,14 +92,14 @@ def fair(
     label_policy: str = typer.Option("u-ignore", "--label-policy", help="u-ignore | u-zeros | u-ones | a mix"),
     label_source: str = typer.Option("observed", "--label-source", help="observed | true (synthetic ground truth)"),
     select: Optional[str] = typer.Option(None, "--select", help="model selection: auc | worst | dto [auc]"),
-    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="epochs per training stage [10]"),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="training batch size [64]"),
-    lr: Optional[float] = typer.Option(None, "--lr", help="learning rate [1e-3]"),
+    epochs: Optional[int] = _EPOCHS,
+    batch_size: Optional[int] = _BATCH_SIZE,
+    lr: Optional[float] = _LR,
     age_bins: Optional[str] = C.age_bins_option(),
-    split_seed: int = typer.Option(0, "--split-seed", help="seed of the patient split when the cohort has none"),
-    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="image cache root [$CXRDISTILL_CACHE]"),
+    split_seed: int = _SPLIT_SEED,
+    cache_dir: Optional[Path] = _CACHE,
     device: str = C.device_option(),
-    config: Optional[Path] = typer.Option(None, "--config", help="YAML run config (FairRunConfig keys)"),
+    config: Optional[Path] = _CONFIG,
     set_: Optional[List[str]] = _SET,
     fresh: bool = _FRESH,
     quiet: bool = C.quiet_option(),
@@ -159,14 +165,14 @@ def fair_seg(
     size: int = typer.Option(64, "--size", min=8, help="image size in px (multiple of 8)"),
     base: int = typer.Option(16, "--base", min=4, help="U-Net channels at the first level"),
     select: Optional[str] = typer.Option(None, "--select", help="model selection: auc (= overall Dice) | worst | dto"),
-    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="epochs per training stage [10]"),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="training batch size [64]"),
-    lr: Optional[float] = typer.Option(None, "--lr", help="learning rate [1e-3]"),
+    epochs: Optional[int] = _EPOCHS,
+    batch_size: Optional[int] = _BATCH_SIZE,
+    lr: Optional[float] = _LR,
     age_bins: Optional[str] = C.age_bins_option(),
-    split_seed: int = typer.Option(0, "--split-seed", help="seed of the patient split when the cohort has none"),
-    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="image cache root [$CXRDISTILL_CACHE]"),
+    split_seed: int = _SPLIT_SEED,
+    cache_dir: Optional[Path] = _CACHE,
     device: str = C.device_option(),
-    config: Optional[Path] = typer.Option(None, "--config", help="YAML run config (FairRunConfig keys)"),
+    config: Optional[Path] = _CONFIG,
     set_: Optional[List[str]] = _SET,
     fresh: bool = _FRESH,
     quiet: bool = C.quiet_option(),
