@@ -536,7 +536,7 @@ def stage_fair_distill(ctx: StudyContext) -> dict:
 
 
 def stage_pretraining(ctx: StudyContext) -> dict:
-    """Seed 003's question on this cohort: random vs ImageNet vs in-domain supervised vs Barlow Twins."""
+    """The pretraining question on this cohort: random vs ImageNet vs in-domain supervised vs Barlow Twins."""
     import pandas as pd
 
     from cxrdistill.pretraining.grid import run_grid
