@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -276,7 +277,7 @@ def generate_like(out_dir: str | os.PathLike, like: str | os.PathLike | pd.DataF
     if len(todo):
         chunk = max(1, min(64, math.ceil(len(todo) / (workers * 8))))
         specs = _specs(csv, seed, todo)
-        jobs = ((list(_take(specs, chunk)), int(size), str(out)) for _ in range(0, len(todo), chunk))
+        jobs = ((list(itertools.islice(specs, chunk)), int(size), str(out)) for _ in range(0, len(todo), chunk))
         if workers <= 1:
             results: Any = map(_work, jobs)
             for k in results:
@@ -305,14 +306,6 @@ def generate_like(out_dir: str | os.PathLike, like: str | os.PathLike | pd.DataF
             sp.to_csv(fh, index=False, lineterminator="\n")
     write_json({**info, "complete": True}, marker)
     return csv
-
-
-def _take(it: Iterator, k: int) -> Iterator:
-    for _ in range(k):
-        try:
-            yield next(it)
-        except StopIteration:
-            return
 
 
 def _drain(pending: set, progress: Progress | None, done: int, total: int) -> int:
