@@ -12,16 +12,10 @@ _QUIET = C.quiet_option()
 
 
 def _overrides(items: Optional[List[str]], seed: Optional[int] = None) -> dict:
-    import yaml
-
-    from cxrdistill.errors import InputError
-
     out = {}
     for it in items or []:
-        if "=" not in it:
-            raise InputError(f"--set {it!r}: expected KEY=VALUE, e.g. --set distill.train.epochs=3")
-        k, v = it.split("=", 1)
-        out[k.strip()] = yaml.safe_load(v)
+        head, rest, value = C.parse_set(it, "distill.train.epochs=3")
+        out[f"{head}.{rest}" if rest else head] = value
     if seed is not None:
         out.setdefault("seed", seed)
     return out
