@@ -182,10 +182,12 @@ def create_app(teacher: Teacher, *, token: str | None = None, max_batch: int = D
             out[i] = img if img.shape == (s, s) else preprocess(img, s, "resize")
         return out
 
-    def infer(blobs: list[bytes]) -> np.ndarray:
-        pixels = decode_all(blobs)
+    def forward(pixels: np.ndarray) -> np.ndarray:
         with infer_lock:
             return teacher.embed(pixels)
+
+    def infer(blobs: list[bytes]) -> np.ndarray:
+        return forward(decode_all(blobs))
 
     def predict_instances(instances: list) -> list[dict]:
         """Vertex signature: per-instance errors for instances it cannot use, one forward pass for the rest."""
@@ -200,9 +202,7 @@ def create_app(teacher: Teacher, *, token: str | None = None, max_batch: int = D
             except (InstanceError, InputError) as e:
                 preds[k] = {"error": {"description": f"instance {k}: {e}"[:1024]}}
         if good:
-            with infer_lock:
-                emb = teacher.embed(np.stack(pixels))
-            for k, e in zip(good, emb):
+            for k, e in zip(good, forward(np.stack(pixels))):
                 preds[k] = prediction(e)
         return preds
 
@@ -290,12 +290,7 @@ def create_app(teacher: Teacher, *, token: str | None = None, max_batch: int = D
             pixels = read_infer(body, info.image_size, max_batch)
         except ValueError as e:
             raise _HTTPError(400, str(e)) from None
-
-        def run():
-            with infer_lock:
-                return teacher.embed(pixels)
-
-        emb = await anyio.to_thread.run_sync(run)
+        emb = await anyio.to_thread.run_sync(forward, pixels)
         stats["requests"] += 1
         stats["images"] += len(pixels)
         return JSONResponse(infer_response(info.name, info.version, emb))
