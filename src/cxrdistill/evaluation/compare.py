@@ -404,16 +404,17 @@ def _two_sided(z: float) -> float:
     return float(2 * norm.sf(abs(z)))
 
 
+def _z_p(delta: float, s: float) -> tuple[float, float]:
+    """(z, two-sided p) of ``delta`` with standard error ``s``; a zero error makes any nonzero change certain."""
+    if s == 0:
+        return (0.0 if delta == 0 else math.copysign(math.inf, delta)), (1.0 if delta == 0 else 0.0)
+    return delta / s, _two_sided(delta / s)
+
+
 def z_test(mag_ref: float, se_ref: float, mag: float, se: float) -> tuple[float, float, float]:
     """(delta, z, two-sided p) for the change of a magnitude between two independent estimates."""
-    from scipy.stats import norm
-
     delta = mag - mag_ref
-    s = math.hypot(se_ref, se)
-    if s == 0:
-        return delta, (0.0 if delta == 0 else math.copysign(math.inf, delta)), (1.0 if delta == 0 else 0.0)
-    z = delta / s
-    return delta, z, float(2 * norm.sf(abs(z)))
+    return (delta, *_z_p(delta, math.hypot(se_ref, se)))
 
 
 def two_proportion_test(x1: int, n1: int, x2: int, n2: int) -> tuple[float, float, float]:
@@ -523,8 +524,7 @@ def compare_bundles(bundles: list[AuditBundle], *, alpha: float = 0.05, correcti
                 se_d = math.sqrt(q1 * (1 - q1) / n1 + q2 * (1 - q2) / n2)
             elif (k[2], k[3], k[4], k[5], k[1]) in pair:  # (task, attribute, group_a, group_b, metric)
                 d, se_d = pair[(k[2], k[3], k[4], k[5], k[1])]
-                z = d / se_d if se_d > 0 else (0.0 if d == 0 else math.copysign(math.inf, d))
-                p = _two_sided(z)
+                z, p = _z_p(d, se_d)
                 long.at[i, "paired"] = True
             else:
                 if pd.isna(a["se"]) or pd.isna(r["se"]):
