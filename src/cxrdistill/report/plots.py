@@ -7,7 +7,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from cxrdistill.report.colors import GROUP_PALETTE, MODEL_COLORS, group_colors, model_color  # noqa: E402,F401
+from cxrdistill.report.colors import group_colors, model_color  # noqa: E402
 
 PALETTE = ["#2b6cb0", "#c05621", "#2f855a", "#9b2c2c", "#6b46c1", "#b7791f", "#4a5568"]
 
