@@ -9,13 +9,7 @@ import numpy as np
 import pandas as pd
 
 from cxrdistill.evaluation.attribute_groups import group_order, is_binned
-
-def _colors(groups: list[str], ordered: bool) -> dict[str, object]:
-    """Group colours: the report's group palette (never a model's colour)."""
-    from cxrdistill.report.colors import group_colors
-
-    return group_colors(groups, ordered)
-
+from cxrdistill.report.colors import group_colors
 
 def png_bytes(fig, dpi: int = 110) -> bytes:
     buf = io.BytesIO()
@@ -49,7 +43,7 @@ def scatter_with_marginals(x: np.ndarray, y: np.ndarray, groups: pd.Series, *, t
     if idx.size > max_points:
         idx = np.sort(np.random.default_rng(seed).choice(idx, size=max_points, replace=False))
     order = group_order(lab[ok])
-    colors = _colors(order, is_binned(order))
+    colors = group_colors(order, is_binned(order))
     fig = Figure(figsize=(6.2, 6.0))
     gs = fig.add_gridspec(2, 2, width_ratios=(4, 1), height_ratios=(1, 4), wspace=0.05, hspace=0.05)
     ax = fig.add_subplot(gs[1, 0])
@@ -155,7 +149,7 @@ def probe_bars(probes: dict):
         per = d.get("per_class") or {}
         classes = group_order(per.keys()) if len(per) > 2 else []
         items = [("all", d)] + [(c, per[c]) for c in classes]
-        cols = _colors([c for c, _ in items[1:]], is_binned(classes))
+        cols = group_colors([c for c, _ in items[1:]], is_binned(classes))
         for k, (c, e) in enumerate(items):
             ci = e.get("auc_ci")
             err = None if not ci else [[e["auc"] - ci[0]], [ci[1] - e["auc"]]]
