@@ -14,17 +14,16 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import random
 import threading
 from dataclasses import dataclass
 
 from cxrdistill.errors import InputError
 
-def _is_embedding_request(path: str) -> bool:
-    import os
 
-    return (path in ("/v1/embed", os.environ.get("AIP_PREDICT_ROUTE") or "/predict")
-            or (path.startswith("/v2/models/") and path.endswith("/infer")))
+def _is_embedding_request(path: str, exact: tuple[str, ...]) -> bool:
+    return path in exact or (path.startswith("/v2/models/") and path.endswith("/infer"))
 
 
 @dataclass
@@ -93,6 +92,8 @@ class FaultInjector:
 
     def __init__(self, app, spec: FaultSpec):
         self.app, self.spec = app, spec
+        # read once, as the server reads it when it creates its routes
+        self._exact_paths = ("/v1/embed", os.environ.get("AIP_PREDICT_ROUTE") or "/predict")
         self.rng = random.Random(spec.seed)
         self.lock = threading.Lock()
         self.counts = {"requests": 0, "5xx": 0, "429": 0, "drop": 0, "delayed": 0}
@@ -104,7 +105,8 @@ class FaultInjector:
             return r.random(), r.random(), r.random(), r.uniform(*self.spec.delay), r.choice((500, 502, 503))
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or not _is_embedding_request(scope["path"]) or scope["method"] != "POST":
+        if (scope["type"] != "http" or scope["method"] != "POST"
+                or not _is_embedding_request(scope["path"], self._exact_paths)):
             return await self.app(scope, receive, send)
         u5, u429, udrop, delay, code = self._draw()
         self.counts["requests"] += 1
