@@ -19,8 +19,6 @@ from cxrdistill.registry import Registry
 
 TEACHERS: Registry = Registry("teacher kind")
 
-#: pixel normalisation used when a checkpoint does not say otherwise (the same as ``images.dataset.CxrDataset``)
-
 
 @dataclass(frozen=True)
 class TeacherInfo:
