@@ -28,22 +28,22 @@ def freeze(model: torch.nn.Module, spec: str | list[str] | None) -> list[str]:
     their running statistics (momentum 0). Returns the frozen parameter names."""
     if spec is None or spec == "none" or spec == []:
         return []
+    params = list(model.named_parameters())
     if spec == "all":
-        prefixes = [""]
-    elif spec == "backbone":
+        frozen = [n for n, _ in params]
+    elif spec == "backbone":  # one pass over the names (a prefix per name would be quadratic in the model size)
         keep = classifier_prefix(model)
-        names = [n for n, _ in model.named_parameters() if not n.startswith(keep)]
-        prefixes = names
+        frozen = [n for n, _ in params if not n.startswith(keep)]
     else:
-        prefixes = [p.strip() for p in (spec.split(",") if isinstance(spec, str) else spec) if p.strip()]
-    frozen = []
-    for n, p in model.named_parameters():
-        if any(n == pre or n.startswith(pre) for pre in prefixes):
+        prefixes = tuple(p.strip() for p in (spec.split(",") if isinstance(spec, str) else spec) if p.strip())
+        frozen = [n for n, _ in params if n.startswith(prefixes)]
+    names = set(frozen)
+    for n, p in params:
+        if n in names:
             p.requires_grad_(False)
-            frozen.append(n)
     if spec not in ("all", "backbone") and not frozen:
         raise CxrError(f"freeze spec {spec!r} matches no parameter; names look like "
-                       f"{', '.join(n for n, _ in list(model.named_parameters())[:4])}")
+                       f"{', '.join(n for n, _ in params[:4])}")
     for m in model.modules():
         if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
             ps = list(m.parameters(recurse=False))
