@@ -22,18 +22,31 @@ def _u(g: torch.Generator, lo: float, hi: float) -> float:
     return lo + (hi - lo) * float(torch.rand((), generator=g))
 
 
+class _RandomOp:
+    """An op applied with probability ``p``: one draw from the generator decides (none when ``p`` ≥ 1, so the
+    stream of the ops after it does not move); subclasses implement :meth:`apply`."""
+
+    p: float
+
+    def __call__(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        if self.p < 1 and float(torch.rand((), generator=g)) >= self.p:
+            return x
+        return self.apply(x, g)
+
+    def apply(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        raise NotImplementedError
+
+
 @dataclass
-class RandomResizedCrop:
+class RandomResizedCrop(_RandomOp):
     """Crop a random box covering ``scale`` of the area with aspect in ``ratio``, resized back to the input size."""
     scale: tuple[float, float] = (0.85, 1.0)
     ratio: tuple[float, float] = (0.9, 1.1)
     p: float = 1.0
 
-    def __call__(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    def apply(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         from torchvision.transforms.v2 import functional as F
 
-        if self.p < 1 and float(torch.rand((), generator=g)) >= self.p:
-            return x
         _, H, W = x.shape
         area = H * W * _u(g, *self.scale)
         ar = math.exp(_u(g, math.log(self.ratio[0]), math.log(self.ratio[1])))
@@ -45,33 +58,29 @@ class RandomResizedCrop:
 
 
 @dataclass
-class Rotate:
+class Rotate(_RandomOp):
     """Rotate by a uniform angle in ±``degrees`` (patient positioning), black fill."""
     degrees: float = 7.0
     p: float = 1.0
 
-    def __call__(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    def apply(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         from torchvision.transforms.v2 import InterpolationMode
         from torchvision.transforms.v2 import functional as F
 
-        if self.p < 1 and float(torch.rand((), generator=g)) >= self.p:
-            return x
         return F.rotate(x, _u(g, -self.degrees, self.degrees), interpolation=InterpolationMode.BILINEAR, fill=0.0)
 
 
 @dataclass
-class Exposure:
+class Exposure(_RandomOp):
     """Brightness (×), contrast (around the mean) and gamma changes, like exposure and processing differences."""
     brightness: float = 0.1
     contrast: float = 0.1
     gamma: tuple[float, float] = (0.85, 1.18)
     p: float = 1.0
 
-    def __call__(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    def apply(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         from torchvision.transforms.v2 import functional as F
 
-        if self.p < 1 and float(torch.rand((), generator=g)) >= self.p:
-            return x
         if self.brightness:
             x = F.adjust_brightness(x, _u(g, 1 - self.brightness, 1 + self.brightness))
         if self.contrast:
@@ -82,16 +91,29 @@ class Exposure:
 
 
 @dataclass
-class GaussianNoise:
+class GaussianNoise(_RandomOp):
     """Additive Gaussian noise with σ uniform in ``sigma`` (quantum noise at low dose)."""
     sigma: tuple[float, float] = (0.0, 0.02)
     p: float = 0.5
 
-    def __call__(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-        if self.p < 1 and float(torch.rand((), generator=g)) >= self.p:
-            return x
+    def apply(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         s = _u(g, *self.sigma)
         return (x + s * torch.randn(x.shape, generator=g, dtype=x.dtype)).clamp(0, 1)
+
+
+@dataclass
+class GaussianBlur(_RandomOp):
+    """Gaussian blur with σ uniform in ``sigma`` (pixels) — resolution / detector-sharpness differences; Barlow
+    Twins (Zbontar et al. 2021) blurs its views too."""
+    sigma: tuple[float, float] = (0.1, 1.0)
+    p: float = 0.5
+
+    def apply(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        from torchvision.transforms.v2 import functional as F
+
+        s = _u(g, *self.sigma)
+        k = max(3, 2 * int(math.ceil(2.5 * s)) + 1)
+        return F.gaussian_blur(x, [k, k], [s, s])
 
 
 @dataclass
@@ -154,24 +176,6 @@ def build_augment(spec: Any) -> Callable | None:
         spec = dict(spec)
         return AUGMENTS.create(spec.pop("name", "light"), **spec)
     raise TypeError(f"cannot build an augmentation from {type(spec).__name__}")
-
-
-# --- added for Barlow Twins pretraining (pretraining area) -------------------------------------------------------
-@dataclass
-class GaussianBlur:
-    """Gaussian blur with σ uniform in ``sigma`` (pixels) — resolution / detector-sharpness differences; Barlow
-    Twins (Zbontar et al. 2021) blurs its views too."""
-    sigma: tuple[float, float] = (0.1, 1.0)
-    p: float = 0.5
-
-    def __call__(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-        from torchvision.transforms.v2 import functional as F
-
-        if self.p < 1 and float(torch.rand((), generator=g)) >= self.p:
-            return x
-        s = _u(g, *self.sigma)
-        k = max(3, 2 * int(math.ceil(2.5 * s)) + 1)
-        return F.gaussian_blur(x, [k, k], [s, s])
 
 
 @AUGMENTS.register("barlow")
