@@ -18,10 +18,19 @@ class KDLoss(nn.Module):
 
     #: the loss is exactly 0 when ``s == t`` (False for losses whose minimum depends on the batch, e.g. InfoNCE)
     zero_at_optimum: bool = True
+    #: the loss's float hyperparameters with their defaults, set as attributes: ``hparams = {"delta": 1.0}`` makes
+    #: ``Huber(delta=0.5).delta == 0.5`` without a constructor of its own
+    hparams: dict[str, float] = {}
 
-    def __init__(self, dim: int | None = None):
+    def __init__(self, dim: int | None = None, **hparams: float):
         super().__init__()
         self.dim = dim
+        unknown = [k for k in hparams if k not in self.hparams]
+        if unknown:
+            raise TypeError(f"{type(self).__name__} got an unexpected keyword argument {unknown[0]!r}; its options: "
+                            f"{', '.join(self.hparams) or 'none'}")
+        for k, default in self.hparams.items():
+            setattr(self, k, float(hparams.get(k, default)))
 
     def per_sample(self, s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

@@ -8,9 +8,7 @@ from cxrdistill.losses.kd.base import KD_LOSSES, KDLoss, per_sample_mean
 
 @KD_LOSSES.register("huber")
 class Huber(KDLoss):
-    def __init__(self, dim: int | None = None, delta: float = 1.0):
-        super().__init__(dim)
-        self.delta = float(delta)
+    hparams = {"delta": 1.0}
 
     def per_sample(self, s, t):
         return per_sample_mean(F.huber_loss(s, t, reduction="none", delta=self.delta))

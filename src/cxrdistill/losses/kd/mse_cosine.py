@@ -7,9 +7,7 @@ from cxrdistill.losses.kd.cosine import cosine_distance
 
 @KD_LOSSES.register("mse_cosine")
 class MSECosine(KDLoss):
-    def __init__(self, dim: int | None = None, weight: float = 1.0):
-        super().__init__(dim)
-        self.weight = float(weight)
+    hparams = {"weight": 1.0}
 
     def per_sample(self, s, t):
         return per_sample_mean((s - t) ** 2) + self.weight * cosine_distance(s, t)

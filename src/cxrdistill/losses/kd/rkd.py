@@ -46,10 +46,7 @@ def _angles(x: torch.Tensor) -> torch.Tensor:
 
 @KD_LOSSES.register("rkd")
 class RKD(KDLoss):
-    def __init__(self, dim: int | None = None, distance_weight: float = 1.0, angle_weight: float = 2.0):
-        super().__init__(dim)
-        self.distance_weight = float(distance_weight)
-        self.angle_weight = float(angle_weight)
+    hparams = {"distance_weight": 1.0, "angle_weight": 2.0}
 
     def per_sample(self, s, t):
         s, t = flat(s), flat(t)
