@@ -109,13 +109,9 @@ class Trainer:
 
     # ------------------------------------------------------------------ set-up helpers
     def _pick_device(self):
-        import torch
+        from cxrdistill.models.device import resolve_device
 
-        if self.cfg.device != "auto":
-            return torch.device(self.cfg.device)
-        if torch.cuda.is_available():
-            return torch.device("cuda", self.dist.local_rank)
-        return torch.device("cpu")
+        return resolve_device(self.cfg.device, local_rank=self.dist.local_rank)
 
     def _make_optimizer(self, params):
         import torch
