@@ -5,6 +5,8 @@ table depends only on (n, seed, scenario); images are rendered afterwards from p
 """
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pandas as pd
 
@@ -24,21 +26,25 @@ CHEXPERT_COLUMNS: list[str] = ["Path", "Sex", "Age", "Frontal/Lateral", "AP/PA"]
 # Per finding: P(-1 | true positive), P(-1 | true negative), P(explicit 0 | true negative); the rest of the
 # negatives are left blank ("not mentioned"). Rough orders of magnitude of the CheXpert labeler's output
 # (Irvin et al. 2019, Table 1): many uncertain atelectasis/consolidation/pneumonia, few uncertain devices.
+_LABEL_RATES_TABLE = """
+finding                      uncertain_pos  uncertain_neg  zero_neg
+enlarged_cardiomediastinum   0.25           0.03           0.15
+cardiomegaly                 0.12           0.02           0.20
+lung_opacity                 0.05           0.01           0.05
+lung_lesion                  0.10           0.01           0.05
+edema                        0.18           0.03           0.25
+consolidation                0.20           0.04           0.15
+pneumonia                    0.35           0.05           0.05
+atelectasis                  0.30           0.04           0.03
+pneumothorax                 0.06           0.01           0.40
+pleural_effusion             0.10           0.02           0.35
+pleural_other                0.20           0.005          0.02
+fracture                     0.08           0.005          0.05
+support_devices              0.01           0.005          0.05
+"""
 LABEL_RATES: dict[str, tuple[float, float, float]] = {
-    "enlarged_cardiomediastinum": (0.25, 0.03, 0.15),
-    "cardiomegaly": (0.12, 0.02, 0.20),
-    "lung_opacity": (0.05, 0.01, 0.05),
-    "lung_lesion": (0.10, 0.01, 0.05),
-    "edema": (0.18, 0.03, 0.25),
-    "consolidation": (0.20, 0.04, 0.15),
-    "pneumonia": (0.35, 0.05, 0.05),
-    "atelectasis": (0.30, 0.04, 0.03),
-    "pneumothorax": (0.06, 0.01, 0.40),
-    "pleural_effusion": (0.10, 0.02, 0.35),
-    "pleural_other": (0.20, 0.005, 0.02),
-    "fracture": (0.08, 0.005, 0.05),
-    "support_devices": (0.01, 0.005, 0.05),
-}
+    f: tuple(map(float, row))
+    for f, row in pd.read_csv(io.StringIO(_LABEL_RATES_TABLE), sep=r"\s+", index_col=0).iterrows()}
 # Sicker patients are imaged AP (portable): view factors, normalised per site so that prevalence knobs stay exact.
 VIEW_FACTOR: dict[str, tuple[float, float]] = {  # (AP, PA)
     "support_devices": (2.4, 0.5), "edema": (1.5, 0.8), "pleural_effusion": (1.3, 0.85),

@@ -14,10 +14,13 @@ from the ``SCENARIOS`` registry. The mechanisms:
 from __future__ import annotations
 
 import os
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+import yaml
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 
 from cxrdistill.cohorts.schema import CHEXPERT_FINDINGS
 from cxrdistill.errors import InputError, config_problems
@@ -78,6 +81,12 @@ def _check_factors(d: dict[str, float], what: str, noun: str, hi: float) -> dict
     return d
 
 
+# A group's per-finding factor tables: what one value is called in an error, and its upper bound.
+_FACTOR_LIMITS: dict[str, tuple[str, float]] = {"prevalence": ("prevalence multiplier", 10),
+                                                "underdiagnosis": ("underdiagnosis rate", 1),
+                                                "visibility": ("visibility", 5)}
+
+
 class Site(BaseModel):
     """An acquisition site (scanner + protocol): exposure, noise, share of AP views and a lead marker in a corner."""
 
@@ -135,20 +144,11 @@ class Group(BaseModel):
     manifestation: dict[str, str] = Field(default_factory=dict, description="finding → rendering variant")
     visibility: dict[str, float] = Field(default_factory=dict, description="finding (or all) → intensity factor")
 
-    @field_validator("prevalence")
+    @field_validator(*_FACTOR_LIMITS)
     @classmethod
-    def _prev(cls, v: dict[str, float]) -> dict[str, float]:
-        return _check_factors(v, "prevalence", "prevalence multiplier", 10)
-
-    @field_validator("underdiagnosis")
-    @classmethod
-    def _ud(cls, v: dict[str, float]) -> dict[str, float]:
-        return _check_factors(v, "underdiagnosis", "underdiagnosis rate", 1)
-
-    @field_validator("visibility")
-    @classmethod
-    def _vis(cls, v: dict[str, float]) -> dict[str, float]:
-        return _check_factors(v, "visibility", "visibility", 5)
+    def _factors(cls, v: dict[str, float], info: ValidationInfo) -> dict[str, float]:
+        noun, hi = _FACTOR_LIMITS[info.field_name]
+        return _check_factors(v, info.field_name, noun, hi)
 
     @field_validator("manifestation")
     @classmethod
@@ -368,160 +368,31 @@ def load_scenario(spec: "str | os.PathLike | Scenario | dict | None") -> Scenari
                                                             "or a YAML file")
     if not p.exists():
         raise InputError("scenario file not found", path=p)
-    import yaml
+    return scenario_from_dict(_read_yaml(p), source=p)
 
+
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's when built with it: ~10× faster
+
+
+def _read_yaml(p: Path) -> Any:
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        return yaml.load(p.read_text(encoding="utf-8"), Loader=_YAML_LOADER)
     except UnicodeDecodeError:
         raise InputError("is not UTF-8 text", path=p) from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         raise InputError(f"is not valid YAML{where}: {getattr(e, 'problem', None) or e}", path=p) from None
-    return scenario_from_dict(data, source=p)
 
 
 # ---------------------------------------------------------------------------------------------- named scenarios
-_ALL_DISEASES = "all"
+# Written as data, in the scenario YAML format users write (a ``base:`` entry builds on an earlier one).
+NAMED_SCENARIOS_FILE = Path(__file__).resolve().parents[1] / "configs" / "synth_scenarios.yaml"
 
 
-@SCENARIOS.register("none")
-def _none() -> Scenario:
-    return Scenario(name="none", description="No planted bias: equal shares, one site, same labels and looks.",
-                    attribute="sex", groups={"Male": Group(share=0.5), "Female": Group(share=0.5)})
+def _register_named(path: Path) -> None:
+    for name, entry in _read_yaml(path).items():
+        SCENARIOS.register(name)(partial(scenario_from_dict, {"name": name, **entry}, source=path))
 
 
-@SCENARIOS.register("underdiagnosis")
-def _underdiagnosis() -> Scenario:
-    return Scenario(
-        name="underdiagnosis",
-        description="60% of the female patients' true findings are labelled negative (label bias, as in "
-                    "Seyyed-Kalantari et al. 2021); the images are unbiased.",
-        attribute="sex",
-        groups={"Male": Group(share=0.5),
-                "Female": Group(share=0.5, underdiagnosis={_ALL_DISEASES: 0.6})})
-
-
-@SCENARIOS.register("acquisition")
-def _acquisition() -> Scenario:
-    return Scenario(
-        name="acquisition",
-        description="Black patients are mostly imaged at site B: low contrast, strong noise and blur, mostly AP "
-                    "(magnified heart), with its own corner marker.",
-        attribute="race",
-        sites={"A": Site(marker="R", ap_share=0.25),
-               "B": Site(contrast=0.55, noise=0.075, blur=1.2, brightness=0.06, ap_share=0.85, marker="B",
-                         marker_corner="top_right", marker_shape="box")},
-        groups={"White": Group(share=0.6, sites={"A": 0.95, "B": 0.05}),
-                "Black": Group(share=0.25, sites={"A": 0.1, "B": 0.9}),
-                "Asian": Group(share=0.15, sites={"A": 0.95, "B": 0.05})})
-
-
-@SCENARIOS.register("shortcut")
-def _shortcut() -> Scenario:
-    return Scenario(
-        name="shortcut",
-        description="In female patients a disc marker (think chest drain) is on 90% of pneumothorax images and 10% "
-                    "of the others in the train phase; in the test phase the association is flipped.",
-        attribute="sex",
-        groups={"Male": Group(share=0.5),
-                "Female": Group(share=0.5, shortcut=Shortcut(finding="pneumothorax", p_positive=0.9,
-                                                             p_negative=0.1))})
-
-
-@SCENARIOS.register("manifestation")
-def _manifestation() -> Scenario:
-    return Scenario(
-        name="manifestation",
-        description="In the Black minority, effusion appears as a faint lateral (laminar) band instead of a basal "
-                    "meniscus, and consolidation as faint diffuse patches.",
-        attribute="race",
-        groups={"White": Group(share=0.7),
-                "Black": Group(share=0.2, manifestation={"pleural_effusion": "laminar", "consolidation": "diffuse"}),
-                "Asian": Group(share=0.1)})
-
-
-@SCENARIOS.register("mixed")
-def _mixed() -> Scenario:
-    return Scenario(
-        name="mixed",
-        description="Several mechanisms at once: under-representation, underdiagnosis and acquisition shift for "
-                    "Black patients, a laminar-effusion manifestation for Asian patients, a shortcut in White.",
-        attribute="race",
-        sites={"A": Site(marker="R", ap_share=0.25),
-               "B": Site(contrast=0.65, noise=0.06, blur=0.8, brightness=0.04, ap_share=0.7, marker="B",
-                         marker_corner="top_right", marker_shape="box")},
-        groups={"White": Group(share=0.65, sites={"A": 0.9, "B": 0.1},
-                               shortcut=Shortcut(finding="pneumothorax", p_positive=0.6, p_negative=0.15,
-                                                 shape="square")),
-                "Black": Group(share=0.2, sites={"A": 0.3, "B": 0.7}, underdiagnosis={_ALL_DISEASES: 0.3}),
-                "Asian": Group(share=0.15, manifestation={"pleural_effusion": "laminar"})})
-
-
-@SCENARIOS.register("pretrain")
-def _pretrain() -> Scenario:
-    return Scenario(
-        name="pretrain",
-        description="A separate pretraining cohort with its own bias: women are under-represented (30%), mostly "
-                    "imaged at a portable site P (AP, noisy) and 25% underdiagnosed; sites differ from downstream.",
-        attribute="sex",
-        sites={"H": Site(marker="H", marker_corner="top_left", ap_share=0.2, contrast=1.1),
-               "P": Site(marker="P", marker_corner="top_right", marker_shape="circle", ap_share=0.8, contrast=0.75,
-                         noise=0.05, brightness=0.03)},
-        groups={"Male": Group(share=0.7, sites={"H": 0.85, "P": 0.15}),
-                "Female": Group(share=0.3, sites={"H": 0.35, "P": 0.65}, underdiagnosis={_ALL_DISEASES: 0.25})})
-
-
-# ------------------------------------------------------------------ scenarios with a known answer (the fairness
-# benchmark's positive and negative controls; rationale in docs/synth.md, "Scenarios with a known answer")
-def _cue(p_positive: float, p_negative: float) -> Shortcut:
-    """A corner cue whose association with effusion is the same at training and test time (a stable meaning)."""
-    return Shortcut(finding="pleural_effusion", p_positive=p_positive, p_negative=p_negative, test="same",
-                    shape="triangle", corner="bottom_right")
-
-
-_FAINT_EFFUSION = {"pleural_effusion": 0.45}  # faint enough that the cue carries information the image lacks
-
-
-@SCENARIOS.register("conflict")
-def _conflict() -> Scenario:
-    return Scenario(
-        name="conflict",
-        description="A cue means the opposite in the minority: in White patients (80%) it marks the healthy (10% of "
-                    "effusion positives, 50% of negatives), in Black patients (20%) the diseased (90% vs 10%); "
-                    "effusion is faint, and race is visible in the image, so a group-specific rule can be learned.",
-        attribute="race",
-        groups={"White": Group(share=0.8, shortcut=_cue(0.1, 0.5), visibility=_FAINT_EFFUSION),
-                "Black": Group(share=0.2, shortcut=_cue(0.9, 0.1), visibility=_FAINT_EFFUSION)})
-
-
-@SCENARIOS.register("conflict_hidden")
-def _conflict_hidden() -> Scenario:
-    base = _conflict()
-    return base.model_copy(update={
-        "name": "conflict_hidden", "demographics": 0.0,
-        "description": "Negative control: the same conflicting cue as in conflict, but race is not visible in the "
-                       "images (demographics 0), so no method can apply a group-specific rule at test time."})
-
-
-@SCENARIOS.register("spurious")
-def _spurious() -> Scenario:
-    return Scenario(
-        name="spurious",
-        description="A spurious cue: in White patients (80%) it accompanies 90% of effusions and 10% of the "
-                    "others; in Black patients (20%) it is absent. Effusion is faint, so pooled training leans on "
-                    "the cue and under-learns the image sign that the minority depends on.",
-        attribute="race",
-        groups={"White": Group(share=0.8, shortcut=_cue(0.9, 0.1), visibility=_FAINT_EFFUSION),
-                "Black": Group(share=0.2, visibility=_FAINT_EFFUSION)})
-
-
-@SCENARIOS.register("underrepresented")
-def _underrepresented() -> Scenario:
-    return Scenario(
-        name="underrepresented",
-        description="Under-representation: Black patients are 6% of the cohort and their effusion looks different "
-                    "(a laminar band instead of a basal meniscus), so pooled training sees too few of them to learn "
-                    "their presentation; nothing conflicts, there are just too few examples.",
-        attribute="race",
-        groups={"White": Group(share=0.94), "Black": Group(share=0.06, manifestation={"pleural_effusion": "laminar"})})
+_register_named(NAMED_SCENARIOS_FILE)
