@@ -12,16 +12,18 @@ def show_value(value) -> str:
         return repr(value)
 
 
-def config_problems(error, limit: int = 3) -> str:
+def config_problems(error, limit: int = 3, prefix: str = "") -> str:
     """The first ``limit`` problems of an invalid configuration (a pydantic ``ValidationError``) in one line,
-    ``key.sub: what is wrong; …``, with a misspelled key called an unknown key."""
+    ``key.sub: what is wrong; …``, with a misspelled key called an unknown key. ``prefix``: where the validated
+    section sits (``distill`` → ``distill.train.lr: …``). A check that already names its key is not prefixed again."""
     parts = []
     for err in error.errors()[:limit]:
-        loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
+        loc = ".".join([*filter(None, [prefix]), *(str(x) for x in err["loc"])])
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key (check its spelling)"
-        parts.append(f"{loc}: {msg}")
+        names_key = not loc or (msg.startswith(loc) and msg[len(loc):len(loc) + 1] in ("", ".", ":", " "))
+        parts.append(msg if names_key else f"{loc}: {msg}")
     return "; ".join(parts)
 
 

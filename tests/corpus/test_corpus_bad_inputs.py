@@ -436,14 +436,14 @@ def _study(ctx, text: str | None) -> tuple[list[str], Path]:
 @case("config")
 def case_study_config_misspelled_key(ctx):
     argv, out = _study(ctx, "name: demo\ncohort:\n  sourse: synth\n")
-    return Run(argv, out=out, expect=("study.yaml", "cohort.sourse", "Extra inputs are not permitted",
+    return Run(argv, out=out, expect=("study.yaml", "cohort.sourse", "unknown key",
                                       "Study configuration"))
 
 
 @case("config")
 def case_study_config_wrong_type(ctx):
     argv, out = _study(ctx, "name: demo\nsize: large\n")
-    return Run(argv, out=out, expect=("study.yaml", "'size'", "valid integer"))
+    return Run(argv, out=out, expect=("study.yaml", "invalid config: size:", "valid integer"))
 
 
 @case("config")

@@ -92,7 +92,7 @@ def test_outputs_are_written_and_escaped_and_students_cached(run):
 def test_bad_settings_and_inputs_are_named():
     with pytest.raises(InputError, match=r"fair_distill\.options: n, scenarios are only for the synthetic measurement"):
         make_cohort_config({"scenarios": ["mixed"], "n": 100}, tasks=TASKS)
-    with pytest.raises(InputError, match=r"invalid fair_distill\.options setting 'student\.epochs'"):
+    with pytest.raises(InputError, match=r"invalid config: fair_distill\.options\.student\.epochs: "):
         make_cohort_config({"student": {"epochs": 0}}, tasks=TASKS)
     with pytest.raises(CxrError, match="unknown fair distillation objective .no_such_objective.; choose one of: adversarial"):
         make_cohort_config({"methods": ["no_such_objective"]}, tasks=TASKS)

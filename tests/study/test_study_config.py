@@ -39,11 +39,10 @@ def test_packaged_demo_config_validates():
 @pytest.mark.parametrize("override, where", [({"distill.train.lrr": 1}, "distill.train.lrr"),
                                              ({"teacher.pretrain.epochz": 1}, "teacher.pretrain.epochz"),
                                              ({"split.fractions": [0.5, 0.5, 0.5]},
-                                              "at 'split.fractions': split.fractions must sum to 1"),
+                                              "invalid config: split.fractions must sum to 1"),
                                              ({"cohort.source": "chexpert"}, "reader_args"),
                                              ({"fair_distill.options": {"n": 100}},
-                                              "at 'fair_distill.options': fair_distill.options: n is only for "
-                                              "the synthetic"),
+                                              "invalid config: fair_distill.options: n is only for the synthetic"),
                                              ({"fair_distill.options": {"student": {"epochz": 2}}}, "student.epochz"),
                                              ({"distill_pool.source": "synth"}, "distill_pool.n: give the number"),
                                              ({"distill_pool.source": "dir"}, "distill_pool.dir"),

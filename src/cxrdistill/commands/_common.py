@@ -4,8 +4,9 @@ prints last. Only typer and the standard library are imported here, so that ``cx
 """
 from __future__ import annotations
 
+import inspect
 import json
-from typing import Any, Iterable, List, Optional
+from typing import Any, Callable, Iterable, List, Optional
 
 import typer
 from typer.core import TyperGroup
@@ -71,6 +72,20 @@ def device_option(default: Optional[str] = "auto", help: str = DEVICE_HELP) -> A
     return typer.Option(default, "--device", help=help)
 
 
+def with_options(options: dict[str, tuple[Any, Any]]) -> Callable:
+    """Decorator: the command also takes ``options`` (parameter name → (type, ``typer.Option``)), after its own ones,
+    in its ``**kwargs`` — one definition of a group of options that several commands share."""
+    def deco(fn: Callable) -> Callable:
+        sig = inspect.signature(fn, eval_str=True)
+        own = [p for p in sig.parameters.values() if p.kind is not p.VAR_KEYWORD]
+        extra = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=opt, annotation=kind)
+                 for name, (kind, opt) in options.items()]
+        fn.__signature__ = sig.replace(parameters=[*own, *extra])  # what typer reads
+        return fn
+
+    return deco
+
+
 def hidden(*names: str, default: Any = None) -> Any:
     """An old spelling kept working but no longer shown in ``--help``."""
     return typer.Option(default, *names, hidden=True)
@@ -95,20 +110,6 @@ def parse_seeds(values: Optional[Iterable[str] | str], option: str = "--seeds") 
     except ValueError:
         raise InputError(f"{option} {','.join(items)!r} must be integers separated by commas",
                          hint=f"e.g. {option} 0,1,2") from None
-
-
-def parse_set(item: str, example: str) -> tuple[str, str, Any]:
-    """One ``--set KEY=VALUE`` → ``(head, rest, value)``: KEY split at its first dot, VALUE read as YAML."""
-    import yaml
-
-    from cxrdistill.errors import InputError
-
-    key, eq, raw = item.partition("=")
-    if not eq or not key.strip():
-        raise InputError(f"--set {item!r} must look like KEY=VALUE", hint=f"e.g. --set {example}")
-    value = yaml.safe_load(raw)
-    head, _, rest = key.strip().partition(".")
-    return head, rest, value
 
 
 def on_error_mode(on_error: str, *, skip_alias: bool = False, option: str = "--on-error") -> str:

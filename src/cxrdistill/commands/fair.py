@@ -23,55 +23,34 @@ _LR = typer.Option(None, "--lr", help="learning rate [1e-3]")
 _SPLIT_SEED = typer.Option(0, "--split-seed", help="seed of the patient split when the cohort has none")
 _CACHE = typer.Option(None, "--cache-dir", help="image cache root [$CXRDISTILL_CACHE]")
 _CONFIG = typer.Option(None, "--config", help="YAML run config (FairRunConfig keys)")
+DOCS = "docs/fairness.md"
 
 
 def _build_config(config: Optional[Path], methods: list[str], seeds: Optional[str], select: Optional[str],
                   train: dict, sets: Optional[List[str]], extra: dict):
     """FairRunConfig from defaults < YAML < options < --set, with one-line errors."""
-    from pydantic import ValidationError
-
     from cxrdistill.errors import InputError
     from cxrdistill.fairness import FAIR_METHODS
     from cxrdistill.fairness.run import FairRunConfig
-
-    data: dict = {}
-    if config is not None:
-        from cxrdistill.storage.io import read_yaml_mapping
-
-        data = read_yaml_mapping(config)
-    if methods:
-        data["methods"] = list(dict.fromkeys(methods))
-    if seeds:
-        data["seeds"] = C.parse_seeds(seeds)
-    if select:
-        data["select"] = select
-    data["train"] = dict(data.get("train") or {})
-    data["train"].update({k: v for k, v in train.items() if v is not None})
-    data.update({k: v for k, v in extra.items() if v is not None})
-    for s in sets or []:
-        head, rest, value = C.parse_set(s, "fairdi.lam=0.9")
-        if rest and head == "train":
-            data.setdefault("train", {})[rest] = value
-        elif rest:
-            if head not in FAIR_METHODS:
-                raise InputError(f"--set {s!r}: {head!r} is neither 'train' nor a method",
-                                 hint=f"methods: {', '.join(FAIR_METHODS.names())}")
-            data.setdefault("method_params", {}).setdefault(head, {})[rest] = value
-        else:
-            data[head] = value
-    for m in data.get("methods", []):
-        FAIR_METHODS.get(m)  # an unknown method fails before any data is read
+    from cxrdistill.storage.config import layers, validate
     from cxrdistill.training.trainer import TrainConfig
 
-    for model, kwargs, prefix in ((FairRunConfig, data, ""), (TrainConfig, data.get("train") or {}, "train.")):
-        try:  # misspelled keys (of the run or of the trainer) fail here, before any work
-            obj = model(**kwargs)
-        except ValidationError as e:
-            err = e.errors()[0]
-            where = prefix + ".".join(str(x) for x in err.get("loc", ()))
-            raise InputError(f"invalid setting {where!r}: {err.get('msg')}", path=config) from None
-        if model is FairRunConfig:
-            cfg = obj
+    def route(key: str) -> str:  # train.lr → the trainer; fairdi.lam → a method's parameter; head → the run
+        head, _, rest = key.partition(".")
+        if not rest or head == "train":
+            return key
+        if head not in FAIR_METHODS:
+            raise InputError(f"--set {key}: {head!r} is neither 'train' nor a method",
+                             hint=f"methods: {', '.join(FAIR_METHODS.names())}")
+        return f"method_params.{key}"
+
+    options = {"methods": list(dict.fromkeys(methods)) or None, "seeds": C.parse_seeds(seeds), "select": select or None,
+               **{f"train.{k}": v for k, v in train.items()}, **extra}
+    data = layers(path=config, options=options, sets=sets, example="fairdi.lam=0.9", route=route)
+    for m in data.get("methods", []):
+        FAIR_METHODS.get(m)  # an unknown method fails before any data is read
+    cfg = validate(FairRunConfig, data, path=config, docs=DOCS)
+    validate(TrainConfig, cfg.train, path=config, docs=DOCS, prefix="train")  # a misspelled trainer key fails now
     return cfg
 
 

@@ -16,28 +16,16 @@ from cxrdistill.commands import _common as C
 
 
 def build_settings(config: Optional[Path], options: dict, sets: Optional[List[str]]) -> dict:
-    """defaults < YAML < options < --set, as a plain dict (validated by the experiment's pydantic model)."""
-    data: dict = {}
-    if config is not None:
-        from cxrdistill.storage.io import read_yaml_mapping
+    """YAML < options (dotted keys; None or [] not given) < --set, as a plain dict (the experiment's pydantic model
+    adds the defaults and validates it)."""
+    from cxrdistill.storage.config import layers
 
-        data = read_yaml_mapping(config)
-    for k, v in options.items():
-        if v is None or v == []:
-            continue
-        if isinstance(v, dict):
-            data.setdefault(k, {}).update(v)
-        else:
-            data[k] = v
-    for s in sets or []:
-        head, rest, value = C.parse_set(s, "teacher.epochs=4")
-        if rest and head in ("teacher", "student"):
-            data.setdefault(head, {})[rest] = value
-        elif rest:
-            data.setdefault("method_params", {}).setdefault(head, {})[rest] = value
-        else:
-            data[head] = value
-    return data
+    def route(key: str) -> str:  # teacher.epochs / student.lr → their section; fairdi.lam → an objective's parameter
+        head, _, rest = key.partition(".")
+        return key if not rest or head in ("teacher", "student") else f"method_params.{key}"
+
+    return layers(path=config, options={k: None if v == [] else v for k, v in options.items()}, sets=sets,
+                  example="teacher.epochs=4", route=route)
 
 
 def fair_distill_study(
@@ -76,10 +64,9 @@ def fair_distill_study(
         "scenarios": C.csv_list(scenario), "seeds": C.parse_seeds(seeds), "n": n, "size": size,
         "attribute": C.single_attribute(attribute, "fair distill-study"),
         "methods": C.csv_list(method), "tasks": C.csv_list(tasks), "jobs": jobs, "device": device,
-        "student": {k: v for k, v in {"epochs": epochs, "backbone": student}.items() if v is not None},
-        "teacher": {k: v for k, v in {"epochs": teacher_epochs, "backbone": teacher}.items() if v is not None},
-    }, set_)
-    cfg = make_config(data)
+        "student.epochs": epochs, "student.backbone": student, "teacher.epochs": teacher_epochs,
+        "teacher.backbone": teacher}, set_)
+    cfg = make_config(data, path=config)
 
     def log(msg: str) -> None:
         if not quiet:

@@ -25,35 +25,6 @@ def _csv(values: Optional[List[str]]) -> Optional[List[str]]:
     return out or None
 
 
-def _config(model, path: Optional[str], options: dict, sets: Optional[List[str]]):
-    """``path`` (YAML) ← options (dotted keys; None skipped) ← ``--set key=value``, validated by ``model``."""
-    from cxrdistill.pretraining.config import coerce_config
-    from cxrdistill.training.run_config import parse_set, read_yaml, set_dotted
-
-    data = read_yaml(path) if path else {}
-    for k, v in options.items():
-        if v is not None:
-            set_dotted(data, k, v)
-    for item in sets or []:
-        set_dotted(data, *parse_set(item))
-    return coerce_config(model, _with_defaults(model(), data), path)
-
-
-def _with_defaults(defaults, data: dict) -> dict:
-    """Nested settings given in part (``train.seed``) keep the model's own defaults for the rest (its
-    ``train.epochs``, not the generic trainer's)."""
-    from pydantic import BaseModel
-
-    from cxrdistill.training.run_config import deep_merge
-
-    out = dict(data)
-    for k, v in data.items():
-        d = getattr(defaults, k, None)
-        if isinstance(d, BaseModel) and isinstance(v, dict):
-            out[k] = deep_merge(d.model_dump(), _with_defaults(d, v))
-    return out
-
-
 def _load_cohort_and_images(cohort: str, images_root: Optional[str], size: int, cache_dir: Optional[str],
                             workers: int, quiet: bool):
     from cxrdistill.cohorts.validate import load_cohort
@@ -108,11 +79,11 @@ def pretrain_cmd(
     quiet: bool = C.quiet_option(),
 ) -> None:
     """Pretrain a backbone on a chest X-ray cohort; the checkpoint starts any fine-tune or student."""
-    from cxrdistill.pretraining.config import PretrainConfig
+    from cxrdistill.pretraining.config import PretrainConfig, load_config
     from cxrdistill.pretraining.pretrain import pretrain
 
     proj = [int(x) for x in projector.split(",") if x.strip()] if projector else None
-    cfg = _config(PretrainConfig, config, {
+    cfg = load_config(PretrainConfig, config, {
         "method": method, "backbone": backbone, "init": init, "augment": augment, "multi_instance": multi_instance,
         "lambd": lambd, "projector": proj, "meta_tasks": _csv(meta_tasks), "train.epochs": epochs,
         "train.batch_size": batch_size, "train.lr": lr, "train.weight_decay": weight_decay, "train.seed": seed,
@@ -157,10 +128,10 @@ def finetune_cmd(
     quiet: bool = C.quiet_option(),
 ) -> None:
     """Fine-tune for pathologies from any initialisation under any label policy (optional auxiliary heads)."""
-    from cxrdistill.pretraining.config import PretrainFinetuneConfig
+    from cxrdistill.pretraining.config import PretrainFinetuneConfig, load_config
     from cxrdistill.pretraining.finetune import finetune
 
-    cfg = _config(PretrainFinetuneConfig, config, {
+    cfg = load_config(PretrainFinetuneConfig, config, {
         "init": init, "backbone": backbone, "tasks": _csv(tasks), "label_policy": label_policy, "aux": aux,
         "aux_weight": aux_weight, "augment": augment, "n_boot": n_boot, "train.epochs": epochs,
         "train.batch_size": batch_size, "train.lr": lr, "train.weight_decay": weight_decay, "train.seed": seed,
@@ -207,7 +178,7 @@ def grid_cmd(
     from pathlib import Path
 
     from cxrdistill.errors import CxrError
-    from cxrdistill.pretraining.config import GridConfig
+    from cxrdistill.pretraining.config import GridConfig, load_config
     from cxrdistill.pretraining.grid import run_grid
 
     aux_vals = None
@@ -218,7 +189,7 @@ def grid_cmd(
             raise CxrError(f"--aux takes off/on, got {bad[0]!r}")
         aux_vals = [m[a.lower()] for a in _csv(aux)]
     seed_vals = C.parse_seeds(seeds)
-    cfg = _config(GridConfig, config, {
+    cfg = load_config(GridConfig, config, {
         "inits": _csv(inits), "label_policies": _csv(policies), "aux": aux_vals, "seeds": seed_vals,
         "backbone": backbone, "imagenet_weights": imagenet_weights, "tasks": _csv(tasks),
         "pretrain_epochs": pretrain_epochs, "finetune_epochs": finetune_epochs, "pretrain_n": pretrain_n,

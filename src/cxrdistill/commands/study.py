@@ -12,12 +12,11 @@ _QUIET = C.quiet_option()
 
 
 def _overrides(items: Optional[List[str]], seed: Optional[int] = None) -> dict:
-    out = {}
-    for it in items or []:
-        head, rest, value = C.parse_set(it, "distill.train.epochs=3")
-        out[f"{head}.{rest}" if rest else head] = value
-    if seed is not None:
-        out.setdefault("seed", seed)
+    """``--seed`` < ``--set KEY=VALUE``, as dotted keys for the study's configuration."""
+    from cxrdistill.storage.config import parse_set
+
+    out = {} if seed is None else {"seed": seed}
+    out.update(parse_set(it, "distill.train.epochs=3") for it in items or [])
     return out
 
 

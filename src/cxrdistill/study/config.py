@@ -4,9 +4,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from cxrdistill.errors import InputError
+from cxrdistill.errors import CxrError
+from cxrdistill.storage.config import ConfigError, layers, set_dotted, validate
+
+#: the page that documents the study configuration
+DOCS = "docs/study.md, 'Study configuration'"
 
 
 class _M(BaseModel):
@@ -16,11 +20,16 @@ class _M(BaseModel):
 def _validate_section(model, data: dict, prefix: str) -> None:
     """Validate a section with another area's config model, reporting the full dotted key on error."""
     try:
-        model.model_validate(data)
-    except ValidationError as e:
-        err = e.errors()[0]
-        loc = ".".join([prefix, *(str(x) for x in err["loc"])])
-        raise ValueError(f"{loc}: {err['msg']}") from None
+        validate(model, data, prefix=prefix, docs=DOCS)
+    except ConfigError as e:
+        raise ValueError(e.problems) from None
+
+
+def _required(section: BaseModel, kind: str, needs: dict[str, tuple[str, str]]) -> None:
+    """The setting each value of ``kind`` needs, ``{value: (field, message)}``: the message when it is not set."""
+    field, message = needs.get(getattr(section, kind), (None, ""))
+    if field and not getattr(section, field):
+        raise ValueError(message)
 
 
 class SynthCfg(_M):
@@ -73,12 +82,10 @@ class PoolCfg(_M):
 
     @model_validator(mode="after")
     def _check(self):
-        if self.source == "synth" and self.n < 1:
-            raise ValueError("distill_pool.n: give the number of images to render (source: synth)")
-        if self.source == "table" and not self.table:
-            raise ValueError("distill_pool.table: give the cohort table of the pool (source: table)")
-        if self.source == "dir" and not self.dir:
-            raise ValueError("distill_pool.dir: give the directory of the pool's images (source: dir)")
+        _required(self, "source", {
+            "synth": ("n", "distill_pool.n: give the number of images to render (source: synth)"),
+            "table": ("table", "distill_pool.table: give the cohort table of the pool (source: table)"),
+            "dir": ("dir", "distill_pool.dir: give the directory of the pool's images (source: dir)")})
         return self
 
 
@@ -101,12 +108,8 @@ class TeacherCfg(_M):
     @model_validator(mode="after")
     def _check(self):
         _validate_section(_pretrain_cfg(), self.pretrain, "teacher.pretrain")
-        if self.kind == "api" and not self.url:
-            raise ValueError("teacher.url is required when teacher.kind is api")
-        if self.kind == "local" and not self.local:
-            raise ValueError("teacher.local is required when teacher.kind is local")
-        if self.kind == "files" and not self.files:
-            raise ValueError("teacher.files is required when teacher.kind is files")
+        _required(self, "kind", {k: (k2, f"teacher.{k2} is required when teacher.kind is {k}")
+                                 for k, k2 in (("api", "url"), ("local", "local"), ("files", "files"))})
         return self
 
 
@@ -167,13 +170,12 @@ class StudyConfig(_M):
         _validate_section(DistillConfig, self.distill, "distill")
         _validate_section(ProbeConfig, self.probe, "probe")
         if self.fair_distill.enabled and self.fair_distill.options:  # fail now, not after the stages before it
-            from cxrdistill.errors import CxrError
             from cxrdistill.fairkd.on_cohort import make_cohort_config
 
             try:
                 make_cohort_config(self.fair_distill.options, tasks=self.tasks)
             except CxrError as e:
-                raise ValueError(str(e)) from None
+                raise ValueError(getattr(e, "problems", None) or str(e)) from None
         if self.distill_pool.source == "synth" and self.cohort.source != "synth":
             raise ValueError("distill_pool.source: synth renders more of a synthetic cohort's population; with a "
                              f"{self.cohort.source} cohort give a table or dir of unlabelled images")
@@ -183,25 +185,9 @@ class StudyConfig(_M):
 
 
 def load_config(path: str | Path | None, overrides: dict | None = None) -> StudyConfig:
-    """Read and validate a study YAML; errors name the file and the offending key."""
-    from cxrdistill.storage.io import read_yaml_mapping
-
-    data: dict = read_yaml_mapping(path) if path is not None else {}
+    """Read and validate a study YAML, then ``overrides`` (dotted keys, e.g. from ``--set``); errors name the file
+    and the offending key."""
+    data = layers(path=path)
     for k, v in (overrides or {}).items():
-        cur = data
-        parts = k.split(".")
-        for part in parts[:-1]:
-            cur = cur.setdefault(part, {})
-        cur[parts[-1]] = v
-    try:
-        return StudyConfig.model_validate(data)
-    except ValidationError as e:
-        err = e.errors()[0]
-        msg = err["msg"].removeprefix("Value error, ")
-        import re
-
-        # a check across keys names its key first ("split.fractions must …", "fair_distill.options: …")
-        m = re.match(r"([a-z_]+(?:\.[a-z_]+)*)[: ]", msg) if not err["loc"] else None
-        loc = ".".join(str(x) for x in err["loc"]) or (m[1] if m else "(top level)")
-        raise InputError(f"invalid config at {loc!r}: {msg}", path=path,
-                         hint="see docs/study.md, 'Study configuration'") from None
+        set_dotted(data, k, v)
+    return validate(StudyConfig, data, path=path, docs=DOCS)

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from cxrdistill.errors import CxrError
+from cxrdistill.storage.config import deep_merge, validate
 from cxrdistill.study.engine import Stage, StudyContext
-from cxrdistill.training.run_config import deep_merge
 
 
 def _dump(m) -> Any:
@@ -280,9 +280,10 @@ def stage_embed(ctx: StudyContext) -> dict:
 def _stage_cfg(stage: str, base: dict, section: dict):
     """A command's config for the study: the command's packaged defaults (configs/<stage>.yaml), then the study's
     shared settings, then the study's own section — so an unset key keeps the command's default."""
-    from cxrdistill.training.run_config import STAGES, default_yaml, read_yaml
+    from cxrdistill.training.run_config import STAGES, stage_defaults
 
-    return STAGES[stage].model_validate(deep_merge(deep_merge(read_yaml(default_yaml(stage)), base), section))
+    return validate(STAGES[stage], deep_merge(deep_merge(stage_defaults(stage), base), section),
+                    prefix=stage, docs="docs/study.md")
 
 
 def _distill_cfg(ctx: StudyContext):

@@ -1,17 +1,20 @@
 """YAML configuration of the distill / probe / finetune stages: pydantic models (unknown keys are errors), the
 package defaults in ``cxrdistill/configs/<stage>.yaml``, a user file on top, then command-line options and
-``--set dotted.key=value`` overrides (values parsed as YAML: ``--set train.lr=3e-4``, ``--set loss='{mse: 1}'``)."""
+``--set dotted.key=value`` overrides (values parsed as YAML: ``--set train.lr=3e-4``, ``--set loss='{mse: 1}'``),
+layered and validated by the one loader, :mod:`cxrdistill.storage.config`."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from cxrdistill.errors import CxrError, InputError, config_problems
+from cxrdistill.storage.config import load
+from cxrdistill.storage.io import read_yaml_mapping
 from cxrdistill.training.trainer import TrainConfig
 
-M = TypeVar("M", bound=BaseModel)
+#: the page that documents the keys of the three stages
+DOCS = "docs/distill.md"
 
 
 class _Strict(BaseModel):
@@ -84,78 +87,18 @@ class FinetuneConfig(_Strict):
 STAGES: dict[str, type[BaseModel]] = {"distill": DistillConfig, "probe": ProbeConfig, "finetune": FinetuneConfig}
 
 
-def default_yaml(stage: str) -> Path:
+def stage_defaults(stage: str) -> dict[str, Any]:
+    """The package defaults of a stage (``configs/<stage>.yaml``), the bottom layer of its configuration."""
     from importlib.resources import files
 
-    return Path(str(files("cxrdistill") / "configs" / f"{stage}.yaml"))
-
-
-def read_yaml(path: str | Path) -> dict[str, Any]:
-    from cxrdistill.storage.io import read_yaml_mapping
-
-    return read_yaml_mapping(path)
-
-
-def set_dotted(d: dict[str, Any], key: str, value: Any) -> None:
-    parts = [p for p in key.split(".") if p]
-    if not parts:
-        raise CxrError(f"empty config key in --set {key!r}")
-    cur = d
-    for p in parts[:-1]:
-        nxt = cur.get(p)
-        if not isinstance(nxt, dict):
-            nxt = {}
-            cur[p] = nxt
-        cur = nxt
-    cur[parts[-1]] = value
-
-
-def parse_set(item: str) -> tuple[str, Any]:
-    """``key.sub=value`` → (key.sub, YAML-parsed value)."""
-    import yaml
-
-    key, sep, raw = item.partition("=")
-    if not sep or not key.strip():
-        raise CxrError(f"--set needs key=value (e.g. train.lr=3e-4), got {item!r}")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
-        value = raw
-    return key.strip(), value
-
-
-def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
+    dflt = Path(str(files("cxrdistill") / "configs" / f"{stage}.yaml"))
+    return read_yaml_mapping(dflt) if dflt.exists() else {}
 
 
 def load_config(stage: str, path: str | Path | None = None, options: dict[str, Any] | None = None,
                 sets: list[str] | None = None):
     """Package defaults ← ``path`` ← ``options`` (dotted keys; None values skipped) ← ``sets``, validated."""
-    model = STAGES[stage]
-    data: dict[str, Any] = {}
-    dflt = default_yaml(stage)
-    if dflt.exists():
-        data = read_yaml(dflt)
-    if path:
-        data = deep_merge(data, read_yaml(path))
-    for k, v in (options or {}).items():
-        if v is not None:
-            set_dotted(data, k, v)
-    for item in sets or []:
-        set_dotted(data, *parse_set(item))
-    return validate(model, data, path)
-
-
-def validate(model: type[M], data: dict[str, Any], path=None, docs: str = "docs/distill.md") -> M:
-    """``data`` as ``model``, or one InputError listing what is wrong (and the page that documents the keys)."""
-    try:
-        return model.model_validate(data)
-    except ValidationError as e:
-        raise InputError(f"invalid config: {config_problems(e)}", path=path,
-                         hint=f"see the documented keys in {docs}") from None
+    return load(STAGES[stage], defaults=stage_defaults(stage), path=path, options=options, sets=sets, docs=DOCS)
 
 
 def to_yaml(cfg: BaseModel) -> str:
