@@ -40,7 +40,6 @@ from cxrdistill.errors import CxrError, InputError
 from cxrdistill.images.preprocess import MEAN, STD
 from cxrdistill.storage.config import deep_merge, non_empty, validate
 from cxrdistill.storage.io import stable_hash
-from cxrdistill.training.run_dir import open_run
 from cxrdistill.fairkd.summary import (EMB_METRICS, GOAL, KD, LABELS, SECTION_TITLE, TEACHER, TEST_NAME,  # noqa: F401
                                        TESTED, per_seed, report_section, summarize, write_outputs)
 
@@ -284,15 +283,20 @@ def train_teacher(c: Cohort, cfg: FairKDStudyConfig, root: Path, log: Callable[[
     from cxrdistill.training.trainer import Trainer, TrainConfig
 
     spec = cfg.teacher
+    key = stable_hash({"cohort": [c.scenario, cfg.n, cfg.size, cfg.data_seed, cfg.val_fraction, cfg.label_policy,
+                            cfg.distill_extra], "teacher": spec.model_dump(), "v": 1})
     d = root / "teachers" / c.scenario
-    run = open_run(d, "fairkd-teacher", {"cohort": [c.scenario, cfg.n, cfg.size, cfg.data_seed, cfg.val_fraction,
-                                                    cfg.label_policy, cfg.distill_extra],
-                                         "teacher": spec.model_dump(), "v": 1}, {},
-                   summary="teacher.json", on_change="restart", exclusive=True,
-                   is_done=lambda info: (d / "embeddings.npy").exists())
-    if run.done is not None:
-        log(f"[{c.scenario}] teacher: cached")
-        return np.load(d / "embeddings.npy", allow_pickle=False), run.done
+    done = d / "teacher.json"
+    if done.exists() and (d / "embeddings.npy").exists():
+        info = json.loads(done.read_text(encoding="utf-8"))
+        if info.get("key") == key:
+            log(f"[{c.scenario}] teacher: cached")
+            return np.load(d / "embeddings.npy", allow_pickle=False), info
+    kf = d / "run_key.json"
+    if d.exists() and (not kf.exists() or json.loads(kf.read_text()).get("key") != key):
+        shutil.rmtree(d)  # another configuration's checkpoint must not be resumed
+    d.mkdir(parents=True, exist_ok=True)
+    kf.write_text(json.dumps({"key": key}))
     tr, va = c.idx["train"], c.idx["val"]
     torch.manual_seed(cfg.data_seed)
     net = CxrNet(spec.backbone, in_chans=1, embed_dim=spec.embed_dim, num_classes=len(c.findings),
@@ -314,15 +318,17 @@ def train_teacher(c: Cohort, cfg: FairKDStudyConfig, root: Path, log: Callable[[
     T = teacher.embed(c.images_all)  # cohort rows first, then the unlabelled pool
     _, logits = forward_all(net, c.images)
     te = c.idx["test"]
-    info = {"key": run.key, "n_embedded": int(len(T)), "backbone": spec.backbone, "params": count_params(net),
+    info = {"key": key, "n_embedded": int(len(T)), "backbone": spec.backbone, "params": count_params(net),
             "embedding_dim": spec.embed_dim,
             "epochs": len(hist), "best_epoch": trainer.best_epoch, "train_seconds": round(secs, 1),
             "own_head_test_auc": {k: mean_auc(c.y_all[te] if k == "observed" else
                                               c.meta[[f"true_{f}" for f in c.findings]].to_numpy(float)[te],
                                               logits[te]) for k in LABELS}}
     _save_npy(d / "embeddings.npy", T)
-    run.finish(info)
-    shutil.rmtree(d / "run", ignore_errors=True)  # the trainer's checkpoints: only a killed run needs them
+    from cxrdistill.storage.io import clean_json, write_json
+
+    write_json(clean_json(info), done)
+    shutil.rmtree(d / "run", ignore_errors=True)
     log(f"[{c.scenario}] teacher {spec.backbone}: {secs:.0f} s, own-head test AUC "
         f"{info['own_head_test_auc']['observed']:.3f} (observed labels)")
     return T, info
@@ -351,14 +357,20 @@ def train_student(c: Cohort, T: np.ndarray, method: str, seed: int, cfg: FairKDS
 
     spec = cfg.student
     params = cfg.method_params.get(method, {})
+    key = stable_hash({"teacher": teacher_key, "method": method, "params": params, "student": spec.model_dump(),
+                 "seed": seed, "tasks": c.tasks, "attribute": c.attribute, "v": 1})
     d = root / "runs" / c.scenario / method / f"seed{seed}"
-    run = open_run(d, "fairkd-student", {"method": method, "params": params, "student": spec.model_dump(),
-                                         "seed": seed, "tasks": c.tasks, "attribute": c.attribute, "v": 1},
-                   {"teacher": teacher_key}, summary="result.json", on_change="restart", exclusive=True,
-                   is_done=lambda info: (d / "embeddings.npy").exists())
-    if run.done is not None:
-        lg = np.load(d / "logits.npy", allow_pickle=False) if (d / "logits.npy").exists() else None
-        return np.load(d / "embeddings.npy", allow_pickle=False), lg, run.done
+    done = d / "result.json"
+    if done.exists() and (d / "embeddings.npy").exists():
+        info = json.loads(done.read_text(encoding="utf-8"))
+        if info.get("key") == key:
+            lg = np.load(d / "logits.npy", allow_pickle=False) if (d / "logits.npy").exists() else None
+            return np.load(d / "embeddings.npy", allow_pickle=False), lg, info
+    kf = d / "run_key.json"
+    if d.exists() and (not kf.exists() or json.loads(kf.read_text()).get("key") != key):
+        shutil.rmtree(d)  # another configuration's checkpoint must not be resumed
+    d.mkdir(parents=True, exist_ok=True)
+    kf.write_text(json.dumps({"key": key}))
     tr, va = c.distill_rows(c.idx["train"]), c.idx["val"]
     t_mean = t_std = None
     if spec.standardize:
@@ -389,11 +401,13 @@ def train_student(c: Cohort, T: np.ndarray, method: str, seed: int, cfg: FairKDS
         _save_npy(d / "logits.npy", logits)
     _save_npy(d / "embeddings.npy", E)  # written last: its presence (with result.json) marks the run done
     last = hist[-1] if hist else {}
-    info = {"key": run.key, "method": method, "seed": seed, "params": params, "seconds": round(secs, 1),
+    info = {"key": key, "method": method, "seed": seed, "params": params, "seconds": round(secs, 1),
             "epochs": len(hist), "student_params": count_params(st), "backbone": spec.backbone,
             "last": {k: v for k, v in last.items() if isinstance(v, (int, float))}}
-    run.finish(info)
-    shutil.rmtree(d / "run", ignore_errors=True)  # the trainer's checkpoints: only a killed run needs them
+    from cxrdistill.storage.io import clean_json, write_json
+
+    write_json(clean_json(info), done)
+    shutil.rmtree(d / "run", ignore_errors=True)
     log(f"[{c.scenario}] {method} seed {seed}: {secs:.0f} s")
     return E, logits, info
 
