@@ -362,16 +362,17 @@ class Trainer:
             sync = contextlib.nullcontext()
             if self.dist.enabled and not last_of_group:
                 sync = self.train_model.no_sync()
-            with sync, torch.autocast(self.device.type, enabled=self.use_amp):
+            with sync, (torch.autocast(self.device.type) if self.use_amp else contextlib.nullcontext()):
                 loss, logs = self.method.training_step(self.train_model, batch)
-            if not torch.isfinite(loss):
-                raise CxrError(f"training diverged: loss is {float(loss.detach())} at epoch {epoch + 1}, step "
+            value = float(loss.detach())  # the step's one host sync: the divergence check, the log and the bar
+            if not math.isfinite(value):
+                raise CxrError(f"training diverged: loss is {value} at epoch {epoch + 1}, step "
                                f"{self.global_step}; lower the learning rate or check the inputs for NaN")
-            self.scaler.scale(loss / accum).backward()
+            self.scaler.scale(loss if accum == 1 else loss / accum).backward()
             micro += 1
             bs = _bs(batch)
             n_seen += bs
-            sums["loss"] = sums.get("loss", 0.0) + float(loss.detach()) * bs
+            sums["loss"] = sums.get("loss", 0.0) + value * bs
             for k, v in logs.items():
                 sums[k] = sums.get(k, 0.0) + float(v) * bs
             count += bs
@@ -386,7 +387,7 @@ class Trainer:
                     self.scheduler.step()
                 self.global_step += 1
                 self.method.on_step_end(self.global_step, self)
-                progress.advance(loss=float(loss.detach()))
+                progress.advance(loss=value)
         out = {f"train_{k}" if k != "loss" else "train_loss": v / max(count, 1) for k, v in sums.items()}
         out["train_samples"] = n_seen
         return out
