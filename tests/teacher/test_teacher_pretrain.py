@@ -88,7 +88,7 @@ def test_pretrain_serve_info_embed_readme_flow(tmp_path, capsys):
     from cxrdistill.errors import CxrError
     from cxrdistill.teachers.pretrain import TeacherPretrainConfig, pretrain_teacher
 
-    with pytest.raises(CxrError, match="other settings .*epochs"):  # a run dir only resumes its own run
+    with pytest.raises(CxrError, match="another configuration.*differ: config.epochs"):  # a run dir only resumes its own run
         pretrain_teacher(tmp_path / "t2.safetensors", TeacherPretrainConfig(n=48, size=32, backbone="resnet10t", epochs=2,
                          batch_size=16), run_dir=tmp_path / "run")
     assert summary["backbone"] == "resnet10t" and summary["embedding_dim"] == 512 and summary["image_size"] == 32

@@ -12,6 +12,7 @@ scikit-learn's ``StratifiedGroupKFold`` stratifies a single target into equal fo
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from typing import Sequence
 
@@ -184,3 +185,20 @@ def split_summary(df: pd.DataFrame, stratify: Sequence[str] = ()) -> pd.DataFram
             row[cname] = float(X[m, j].mean())
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def patient_hash(patients: Sequence[str] | np.ndarray, seed: int = 0) -> np.ndarray:
+    """A number in [0, 1) per row from a seeded hash of its patient id (the first 32 bits of sha256 of
+    ``"seed:patient"``): a patient draws the same number whatever the other rows are, or their order."""
+    return np.array([int(hashlib.sha256(f"{seed}:{p}".encode()).hexdigest()[:8], 16) / 2 ** 32
+                     for p in patients], dtype=float)
+
+
+def hashed_splits(patients: Sequence[str] | np.ndarray, fractions: str | Sequence[float] = (0.7, 0.1, 0.2),
+                  seed: int = 0) -> np.ndarray:
+    """``train`` / ``val`` / ``test`` per row by :func:`patient_hash` against the cumulative ``fractions``. No
+    patient is in two splits and a patient keeps its split when the cohort grows; the shares are only approximate
+    and nothing is stratified (that is :func:`assign_splits`)."""
+    f = parse_fractions(fractions)
+    u = patient_hash(patients, seed)
+    return np.where(u < f[0], "train", np.where(u < f[0] + f[1], "val", "test")).astype(object)

@@ -23,8 +23,6 @@ paired test against plain KD pairs students trained on the same data from the sa
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import shutil
 import tempfile
 import time
@@ -36,10 +34,12 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
+from cxrdistill.cohorts.splits import hashed_splits, patient_hash
 from cxrdistill.errors import CxrError, InputError
 from cxrdistill.images.preprocess import MEAN, STD
 from cxrdistill.storage.config import deep_merge, non_empty, validate
 from cxrdistill.storage.io import stable_hash
+from cxrdistill.training.run_dir import open_run
 from cxrdistill.fairkd.summary import (EMB_METRICS, GOAL, KD, LABELS, SECTION_TITLE, TEACHER, TEST_NAME,  # noqa: F401
                                        TESTED, per_seed, report_section, summarize, write_outputs)
 
@@ -170,12 +170,12 @@ class Cohort:
 
 def split_by_phase(meta: pd.DataFrame, val_fraction: float, seed: int) -> np.ndarray:
     """``test`` for the generator's test-phase patients; the train-phase patients split train / val (seeded)."""
-    phase = meta["synth_shortcut_phase"].astype(str).to_numpy() if "synth_shortcut_phase" in meta else None
     pats = meta["patient_id"].astype(str).to_numpy()
-    u = np.array([int(hashlib.sha256(f"{seed}:{p}".encode()).hexdigest()[:8], 16) / 2 ** 32 for p in pats])
-    if phase is None:  # not a phased cohort: 70 / val / rest by patient hash
-        return np.where(u < 0.7 - val_fraction, "train", np.where(u < 0.7, "val", "test")).astype(object)
-    return np.where(phase == "test", "test", np.where(u < val_fraction, "val", "train")).astype(object)
+    if "synth_shortcut_phase" not in meta:  # not a phased cohort: 70 / val / rest by patient hash
+        return hashed_splits(pats, (0.7 - val_fraction, val_fraction, 0.3), seed)
+    phase = meta["synth_shortcut_phase"].astype(str).to_numpy()
+    return np.where(phase == "test", "test", np.where(patient_hash(pats, seed) < val_fraction, "val", "train")
+                    ).astype(object)
 
 
 def _save_npy(path: Path, arr: np.ndarray) -> None:
@@ -283,20 +283,15 @@ def train_teacher(c: Cohort, cfg: FairKDStudyConfig, root: Path, log: Callable[[
     from cxrdistill.training.trainer import Trainer, TrainConfig
 
     spec = cfg.teacher
-    key = stable_hash({"cohort": [c.scenario, cfg.n, cfg.size, cfg.data_seed, cfg.val_fraction, cfg.label_policy,
-                            cfg.distill_extra], "teacher": spec.model_dump(), "v": 1})
     d = root / "teachers" / c.scenario
-    done = d / "teacher.json"
-    if done.exists() and (d / "embeddings.npy").exists():
-        info = json.loads(done.read_text(encoding="utf-8"))
-        if info.get("key") == key:
-            log(f"[{c.scenario}] teacher: cached")
-            return np.load(d / "embeddings.npy", allow_pickle=False), info
-    kf = d / "run_key.json"
-    if d.exists() and (not kf.exists() or json.loads(kf.read_text()).get("key") != key):
-        shutil.rmtree(d)  # another configuration's checkpoint must not be resumed
-    d.mkdir(parents=True, exist_ok=True)
-    kf.write_text(json.dumps({"key": key}))
+    run = open_run(d, "fairkd-teacher", {"cohort": [c.scenario, cfg.n, cfg.size, cfg.data_seed, cfg.val_fraction,
+                                                    cfg.label_policy, cfg.distill_extra],
+                                         "teacher": spec.model_dump(), "v": 1}, {},
+                   summary="teacher.json", on_change="restart", exclusive=True,
+                   is_done=lambda info: (d / "embeddings.npy").exists())
+    if run.done is not None:
+        log(f"[{c.scenario}] teacher: cached")
+        return np.load(d / "embeddings.npy", allow_pickle=False), run.done
     tr, va = c.idx["train"], c.idx["val"]
     torch.manual_seed(cfg.data_seed)
     net = CxrNet(spec.backbone, in_chans=1, embed_dim=spec.embed_dim, num_classes=len(c.findings),
@@ -318,17 +313,15 @@ def train_teacher(c: Cohort, cfg: FairKDStudyConfig, root: Path, log: Callable[[
     T = teacher.embed(c.images_all)  # cohort rows first, then the unlabelled pool
     _, logits = forward_all(net, c.images)
     te = c.idx["test"]
-    info = {"key": key, "n_embedded": int(len(T)), "backbone": spec.backbone, "params": count_params(net),
+    info = {"key": run.key, "n_embedded": int(len(T)), "backbone": spec.backbone, "params": count_params(net),
             "embedding_dim": spec.embed_dim,
             "epochs": len(hist), "best_epoch": trainer.best_epoch, "train_seconds": round(secs, 1),
             "own_head_test_auc": {k: mean_auc(c.y_all[te] if k == "observed" else
                                               c.meta[[f"true_{f}" for f in c.findings]].to_numpy(float)[te],
                                               logits[te]) for k in LABELS}}
     _save_npy(d / "embeddings.npy", T)
-    from cxrdistill.storage.io import clean_json, write_json
-
-    write_json(clean_json(info), done)
-    shutil.rmtree(d / "run", ignore_errors=True)
+    run.finish(info)
+    shutil.rmtree(d / "run", ignore_errors=True)  # the trainer's checkpoints: only a killed run needs them
     log(f"[{c.scenario}] teacher {spec.backbone}: {secs:.0f} s, own-head test AUC "
         f"{info['own_head_test_auc']['observed']:.3f} (observed labels)")
     return T, info
@@ -357,20 +350,14 @@ def train_student(c: Cohort, T: np.ndarray, method: str, seed: int, cfg: FairKDS
 
     spec = cfg.student
     params = cfg.method_params.get(method, {})
-    key = stable_hash({"teacher": teacher_key, "method": method, "params": params, "student": spec.model_dump(),
-                 "seed": seed, "tasks": c.tasks, "attribute": c.attribute, "v": 1})
     d = root / "runs" / c.scenario / method / f"seed{seed}"
-    done = d / "result.json"
-    if done.exists() and (d / "embeddings.npy").exists():
-        info = json.loads(done.read_text(encoding="utf-8"))
-        if info.get("key") == key:
-            lg = np.load(d / "logits.npy", allow_pickle=False) if (d / "logits.npy").exists() else None
-            return np.load(d / "embeddings.npy", allow_pickle=False), lg, info
-    kf = d / "run_key.json"
-    if d.exists() and (not kf.exists() or json.loads(kf.read_text()).get("key") != key):
-        shutil.rmtree(d)  # another configuration's checkpoint must not be resumed
-    d.mkdir(parents=True, exist_ok=True)
-    kf.write_text(json.dumps({"key": key}))
+    run = open_run(d, "fairkd-student", {"method": method, "params": params, "student": spec.model_dump(),
+                                         "seed": seed, "tasks": c.tasks, "attribute": c.attribute, "v": 1},
+                   {"teacher": teacher_key}, summary="result.json", on_change="restart", exclusive=True,
+                   is_done=lambda info: (d / "embeddings.npy").exists())
+    if run.done is not None:
+        lg = np.load(d / "logits.npy", allow_pickle=False) if (d / "logits.npy").exists() else None
+        return np.load(d / "embeddings.npy", allow_pickle=False), lg, run.done
     tr, va = c.distill_rows(c.idx["train"]), c.idx["val"]
     t_mean = t_std = None
     if spec.standardize:
@@ -399,15 +386,13 @@ def train_student(c: Cohort, T: np.ndarray, method: str, seed: int, cfg: FairKDS
     E, logits = forward_all(st, c.images, device=cfg.device)
     if logits is not None:
         _save_npy(d / "logits.npy", logits)
-    _save_npy(d / "embeddings.npy", E)  # written last: its presence (with result.json) marks the run done
+    _save_npy(d / "embeddings.npy", E)  # then result.json (run.finish), the mark of a finished run
     last = hist[-1] if hist else {}
-    info = {"key": key, "method": method, "seed": seed, "params": params, "seconds": round(secs, 1),
+    info = {"key": run.key, "method": method, "seed": seed, "params": params, "seconds": round(secs, 1),
             "epochs": len(hist), "student_params": count_params(st), "backbone": spec.backbone,
             "last": {k: v for k, v in last.items() if isinstance(v, (int, float))}}
-    from cxrdistill.storage.io import clean_json, write_json
-
-    write_json(clean_json(info), done)
-    shutil.rmtree(d / "run", ignore_errors=True)
+    run.finish(info)
+    shutil.rmtree(d / "run", ignore_errors=True)  # the trainer's checkpoints: only a killed run needs them
     log(f"[{c.scenario}] {method} seed {seed}: {secs:.0f} s")
     return E, logits, info
 

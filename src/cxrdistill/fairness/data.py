@@ -16,9 +16,9 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from cxrdistill.cohorts.splits import SPLITS, hashed_splits
 from cxrdistill.errors import InputError
 
-SPLITS = ("train", "val", "test")
 LABEL_SOURCES = ("observed", "true")
 
 
@@ -42,11 +42,10 @@ class FairData:
     counts: dict[str, Any] = field(default_factory=dict)
 
 
-def _patient_split(df: pd.DataFrame, seed: int) -> pd.Series:
-    """Deterministic patient-level 70/10/20 split (hash of seed + patient id)."""
-    key = df["patient_id"].astype(str) if "patient_id" in df.columns else df["image_id"].astype(str)
-    u = key.map(lambda s: int(hashlib.sha256(f"{seed}:{s}".encode()).hexdigest()[:8], 16) / 2**32)
-    return pd.Series(np.where(u < 0.7, "train", np.where(u < 0.8, "val", "test")), index=df.index)
+def patient_split(df: pd.DataFrame, seed: int) -> pd.Series:
+    """The split of a cohort that has none: patients (or images, without ``patient_id``) hashed 70/10/20, seeded."""
+    key = df["patient_id"] if "patient_id" in df.columns else df["image_id"]
+    return pd.Series(hashed_splits(key.astype(str).to_numpy(), (0.7, 0.1, 0.2), seed), index=df.index)
 
 
 def prepare_frame(df: pd.DataFrame, tasks: Sequence[str], attribute: str, *, label_policy: str = "u-ignore",
@@ -79,7 +78,7 @@ def prepare_frame(df: pd.DataFrame, tasks: Sequence[str], attribute: str, *, lab
         notes.append(f"{int((~keep).sum())} row(s) with unknown {attribute} left out")
     split = df["split"] if "split" in df.columns else pd.Series([None] * len(df))
     if split.isna().all():
-        split = _patient_split(df, split_seed)
+        split = patient_split(df, split_seed)
         notes.append("the cohort has no split: patients split 70/10/20 (seeded by --split-seed)")
     else:
         bad = ~split.isin(SPLITS) & split.notna()

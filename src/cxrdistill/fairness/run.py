@@ -14,8 +14,6 @@ A (method, seed) whose ``result.json`` matches the current data and settings is 
 """
 from __future__ import annotations
 
-import json
-import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable, Literal
@@ -25,7 +23,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from cxrdistill.errors import CxrError
-from cxrdistill.storage.io import stable_hash
+from cxrdistill.training.run_dir import open_run
 
 HEADS = ("linear", "mlp")
 
@@ -92,28 +90,23 @@ def run_one(data, method: str, seed: int, cfg: FairRunConfig, out: Path, *, devi
 
     from cxrdistill.fairness.base import FAIR_METHODS
     from cxrdistill.fairness.datasets import predict_logits
-    from cxrdistill.storage.io import write_json, write_parquet
+    from cxrdistill.storage.io import write_parquet
     from cxrdistill.storage.checkpoint import save_weights
     from cxrdistill.training.trainer import TrainConfig
 
     params = cfg.method_params.get(method, {})
     tcfg = TrainConfig(**{"progress": progress, "device": device, **cfg.train, "seed": int(seed)})
-    key = stable_hash({"data": data.fingerprint, "method": method, "params": params, "train": tcfg.model_dump(),
-                 "select": cfg.select, "head": [cfg.head, cfg.hidden, cfg.dropout, cfg.backbone]})
-    rd = out / "runs" / method / f"seed{seed}"
     pred_path = out / "predictions" / f"{method}_seed{seed}.parquet"
-    done = rd / "result.json"
-    if done.exists() and pred_path.exists():
-        info = json.loads(done.read_text(encoding="utf-8"))
-        if info.get("key") == key:
-            log(f"[fair] {method} seed {seed}: done before, reusing {pred_path}")
-            pdf = pd.read_parquet(pred_path)
-            return pdf[[f"p_{t}" for t in data.tasks]].to_numpy(dtype=float), info
-    cfg_file = rd / "run_key.json"
-    if rd.exists() and (not cfg_file.exists() or json.loads(cfg_file.read_text()).get("key") != key):
-        shutil.rmtree(rd)  # another configuration's checkpoints must not be resumed
-    rd.mkdir(parents=True, exist_ok=True)
-    write_json({"key": key}, cfg_file)
+    run = open_run(out / "runs" / method / f"seed{seed}", "fair",
+                   {"method": method, "params": params, "train": tcfg.model_dump(exclude={"progress"}),
+                    "select": cfg.select, "head": [cfg.head, cfg.hidden, cfg.dropout, cfg.backbone]},
+                   {"data": data.fingerprint}, summary="result.json", on_change="restart", exclusive=True,
+                   is_done=lambda info: pred_path.exists())
+    if run.done is not None:
+        log(f"[fair] {method} seed {seed}: done before, reusing {pred_path}")
+        pdf = pd.read_parquet(pred_path)
+        return pdf[[f"p_{t}" for t in data.tasks]].to_numpy(dtype=float), run.done
+    rd = run.dir
     torch.manual_seed(int(seed))
     model = model_factory(data, cfg)()
     m = FAIR_METHODS.create(method, **{"select": cfg.select, **params})
@@ -126,11 +119,8 @@ def run_one(data, method: str, seed: int, cfg: FairRunConfig, out: Path, *, devi
     probs = torch.sigmoid(logits).numpy().astype(float)
     save_weights(res.model.state_dict(), rd / "final.safetensors", {"method": method, "seed": int(seed)})
     write_parquet(predictions_table(data, probs), pred_path)
-    info = {"key": key, "method": method, "seed": int(seed), "seconds": seconds, "epochs": len(res.history),
-            "info": res.info}
-    from cxrdistill.storage.io import clean_json
-
-    write_json(clean_json(info), done)
+    info = run.finish({"key": run.key, "method": method, "seed": int(seed), "seconds": seconds,
+                       "epochs": len(res.history), "info": res.info})
     log(f"[fair] {method} seed {seed}: {seconds:.1f} s")
     return probs, info
 
@@ -227,8 +217,12 @@ def run_prechecks(data, cfg: FairRunConfig, out: Path, *, device: str = "auto",
             tcfg = TrainConfig(**{"progress": False, "device": device, **cfg.train, "seed": int(seed)})
             torch.manual_seed(int(seed))
             model = make_head(cfg.head, in_dim, len(data.tasks), cfg.hidden, cfg.dropout)
-            rd = out / "prechecks" / f"seed{seed}" / f"m{in_dim}_{len(train)}"
-            res = FAIR_METHODS.create("erm", select=cfg.select).fit(model, train, val, tcfg, run_dir=rd,
+            # keyed like the compared runs: a changed setting starts over instead of resuming another run
+            run = open_run(out / "prechecks" / f"seed{seed}" / f"m{in_dim}_{len(train)}", "fair-precheck",
+                           {"train": tcfg.model_dump(), "select": cfg.select,
+                            "head": [cfg.head, cfg.hidden, cfg.dropout]},
+                           {"data": data.fingerprint}, reuse=False, on_change="restart", exclusive=True)
+            res = FAIR_METHODS.create("erm", select=cfg.select).fit(model, train, val, tcfg, run_dir=run.dir,
                                                                     log=lambda s: None)
             return torch.sigmoid(predict_logits(res.model, test)).numpy()
         erm = pd.read_parquet(out / "predictions" / f"{cfg.baseline}_seed{seed}.parquet")

@@ -8,7 +8,6 @@ Per group: the mean Dice of its images; Dice gap = max − min over groups; ES-D
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -191,7 +190,7 @@ def seg_data_from_cohort(df: pd.DataFrame, images_root: str | Path, size: int, a
                          age_bins=None, split_seed: int = 0, workers: int = 2, cohort_path: object = None) -> SegData:
     """Images through the uint8 cache, masks from the cohort's mask columns (paths relative to ``images_root``)."""
     from cxrdistill.evaluation.attribute_groups import group_labels
-    from cxrdistill.fairness.data import SPLITS, _fingerprint, _patient_split
+    from cxrdistill.fairness.data import SPLITS, _fingerprint, patient_split
     from cxrdistill.training.inputs import image_cache
 
     notes: list[str] = []
@@ -204,7 +203,7 @@ def seg_data_from_cohort(df: pd.DataFrame, images_root: str | Path, size: int, a
     labels = group_labels(df[attribute], attribute, bins=tuple(age_bins) if age_bins else None, path=cohort_path)
     split = df["split"] if "split" in df.columns and df["split"].notna().any() else None
     if split is None:
-        split = _patient_split(df, split_seed)
+        split = patient_split(df, split_seed)
         notes.append("the cohort has no split: patients split 70/10/20 (seeded by --split-seed)")
     keep = labels.notna().to_numpy() & split.isin(SPLITS).to_numpy()
     for c in cols:
@@ -258,9 +257,9 @@ def run_seg(data: SegData, cfg, out: str | Path, *, base: int = 16, depth: int =
     from cxrdistill.fairness.base import FAIR_METHODS
     from cxrdistill.fairness.datasets import iterate_batches
     from cxrdistill.fairness.report import markdown_table, pareto_plot, per_seed, summarize
-    from cxrdistill.storage.io import stable_hash
     from cxrdistill.storage.io import atomic_open, clean_json, write_json, write_parquet, write_table
     from cxrdistill.storage.checkpoint import save_weights
+    from cxrdistill.training.run_dir import open_run
     from cxrdistill.training.trainer import TrainConfig
 
     out = Path(out)
@@ -271,24 +270,17 @@ def run_seg(data: SegData, cfg, out: str | Path, *, base: int = 16, depth: int =
         for method in cfg.methods:
             params = cfg.method_params.get(method, {})
             tcfg = TrainConfig(**{"progress": False, "device": device, **cfg.train, "seed": int(seed)})
-            key = stable_hash({"data": data.fingerprint, "method": method, "params": params, "train": tcfg.model_dump(),
-                         "select": cfg.select, "unet": [base, depth]})
-            rd = out / "runs" / method / f"seed{seed}"
             res_path = out / "dice" / f"{method}_seed{seed}.parquet"
-            done = rd / "result.json"
-            if done.exists() and res_path.exists() and json.loads(done.read_text()).get("key") == key:
-                info = json.loads(done.read_text())
+            run = open_run(out / "runs" / method / f"seed{seed}", "fair-seg",
+                           {"method": method, "params": params, "train": tcfg.model_dump(), "select": cfg.select,
+                            "unet": [base, depth]}, {"data": data.fingerprint}, summary="result.json",
+                           on_change="restart", exclusive=True, is_done=lambda info: res_path.exists())
+            rd = run.dir
+            if run.done is not None:
+                info = run.done
                 dice = pd.read_parquet(res_path)[[f"dice_{s}" for s in data.structures]].to_numpy()
                 log(f"[fair-seg] {method} seed {seed}: done before, reusing {res_path}")
             else:
-                if rd.exists():
-                    import shutil
-
-                    key_file = rd / "run_key.json"
-                    if not key_file.exists() or json.loads(key_file.read_text()).get("key") != key:
-                        shutil.rmtree(rd)
-                rd.mkdir(parents=True, exist_ok=True)
-                write_json({"key": key}, rd / "run_key.json")
                 torch.manual_seed(int(seed))
                 model = UNet(1, len(data.structures), base, depth)
                 meth = FAIR_METHODS.create(method, **{"task": "seg", "select": cfg.select, **params})
@@ -307,9 +299,8 @@ def run_seg(data: SegData, cfg, out: str | Path, *, base: int = 16, depth: int =
                 write_parquet(pd.DataFrame({"image_id": data.test_ids, data.attribute: data.test_groups,
                                             **{f"dice_{s}": dice[:, c] for c, s in enumerate(data.structures)}}),
                               res_path)
-                info = {"key": key, "method": method, "seed": int(seed), "seconds": time.perf_counter() - t0,
-                        "info": res.info}
-                write_json(clean_json(info), done)
+                info = run.finish({"key": run.key, "method": method, "seed": int(seed),
+                                   "seconds": time.perf_counter() - t0, "info": res.info})
             infos.append(info)
             rows += seg_tidy_rows(dice, data.test_groups, data.structures, data.group_names, seed=int(seed),
                                   method=method, labels="masks", attribute=data.attribute)

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cxrdistill.errors import CxrError
 from cxrdistill.images.preprocess import MEAN, STD
+from cxrdistill.training.run_dir import open_run
 
 TEACHER_NAME = "cxrdistill-synth-teacher"
 #: pixel normalisation of the teacher's input — the same as images.dataset.CxrDataset's default
@@ -58,24 +59,6 @@ def _patient_split(patients: np.ndarray, frac: float, seed: int) -> np.ndarray:
     return np.fromiter((p in val_p for p in patients), dtype=bool, count=len(patients))
 
 
-def _check_run_dir(run_dir: Path, cfg: TeacherPretrainConfig) -> None:
-    """A run dir resumes only the run it was made for: its config is recorded, and another config is refused."""
-    import json
-
-    from cxrdistill.storage.io import write_json
-
-    rec = run_dir / "pretrain_config.json"
-    want = cfg.model_dump(exclude={"workers", "device"})
-    if rec.exists():
-        have = json.loads(rec.read_text(encoding="utf-8"))
-        if have != want:
-            diff = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))
-            raise CxrError(f"{run_dir} holds a pretraining run with other settings ({', '.join(diff)}); "
-                           "use another --run-dir, or delete it to start over")
-    else:
-        write_json(want, rec)
-
-
 def render_pretraining_cohort(cfg: TeacherPretrainConfig):
     """(uint8 images (n, size, size), metadata DataFrame) of the synthetic pretraining cohort."""
     from cxrdistill import synth
@@ -87,7 +70,9 @@ def pretrain_teacher(out: str | Path, cfg: TeacherPretrainConfig | None = None, 
                      progress: bool = True, log: Callable[[str], None] | None = None) -> dict:
     """Render the pretraining cohort, train the teacher, save it to ``out``; return a summary (times, AUCs, size).
 
-    ``run_dir``: keep per-epoch checkpoints there, so that a killed run resumes (worth it for long GPU runs).
+    ``run_dir``: keep per-epoch checkpoints there, so that a killed run resumes (worth it for long GPU runs); it
+    resumes only the run it was made for (another configuration is refused), and when that run finished and ``out``
+    exists its summary is returned at once.
     """
     import torch
 
@@ -102,8 +87,14 @@ def pretrain_teacher(out: str | Path, cfg: TeacherPretrainConfig | None = None, 
     cfg = cfg or TeacherPretrainConfig()
     log = log or (lambda s: None)
     out = Path(out)
+    run = None
     if run_dir is not None:
-        _check_run_dir(Path(run_dir), cfg)
+        run = open_run(run_dir, "teacher-pretrain", cfg.model_dump(exclude={"workers", "device"}), {},
+                       summary="teacher_pretrain.json", is_done=lambda s: s.get("out") == str(out) and out.exists(),
+                       hint="use another --run-dir, or delete it to start over")
+        if run.done is not None:
+            log(f"{run_dir} holds this finished run: {out} is up to date")
+            return run.done
     t0 = time.perf_counter()
     images, meta = render_pretraining_cohort(cfg)
     t_render = time.perf_counter() - t0
@@ -160,4 +151,4 @@ def pretrain_teacher(out: str | Path, cfg: TeacherPretrainConfig | None = None, 
                "val_task_auc": {k: (round(v, 4) if v is not None else None) for k, v in val_task_auc.items()}}
     log(f"saved teacher to {out}: {summary['params'] / 1e6:.1f} M parameters, {emb_dim}-d embedding, "
         f"val AUC {summary['val_auc']}, {summary['total_seconds']:.0f} s")
-    return summary
+    return run.finish(summary) if run is not None else summary
