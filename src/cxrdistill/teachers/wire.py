@@ -69,6 +69,38 @@ def png_stored(img: np.ndarray) -> bytes:
                      _chunk(b"IDAT", zlib.compress(rows.tobytes(), 0)), _chunk(b"IEND", b"")))
 
 
+_STORED_HEAD = struct.Struct(">8s I4s IIBBBBB I I4s")  # signature, IHDR chunk (length, type, fields, CRC), IDAT head
+
+
+def png_stored_pixels(data: bytes, limit: int) -> np.ndarray | None:
+    """The pixels of a PNG laid out exactly as :func:`png_stored` writes it (8-bit grayscale, one IDAT, every row
+    unfiltered), read with zlib and numpy alone; None for any other PNG (the caller decodes it with PIL, which
+    also reports what is wrong with a broken one). ``limit``: the most pixels accepted, checked before inflating."""
+    if len(data) < _STORED_HEAD.size + 16:
+        return None
+    sig, ihdr_len, ihdr, w, h, depth, color, comp, filt, interlace, _crc, idat_len, idat = \
+        _STORED_HEAD.unpack_from(data)
+    if (sig != b"\x89PNG\r\n\x1a\n" or ihdr_len != 13 or ihdr != b"IHDR" or idat != b"IDAT"
+            or (depth, color, comp, filt, interlace) != (8, 0, 0, 0, 0) or not 0 < w * h <= limit):
+        return None
+    start = _STORED_HEAD.size
+    if data[start + idat_len + 4:] != _chunk(b"IEND", b""):
+        return None
+    idat_body = data[start:start + idat_len]
+    if zlib.crc32(b"IDAT" + idat_body) != struct.unpack_from(">I", data, start + idat_len)[0]:
+        return None
+    try:
+        raw = zlib.decompress(idat_body, bufsize=h * (w + 1))
+    except zlib.error:
+        return None
+    if len(raw) != h * (w + 1):
+        return None
+    rows = np.frombuffer(raw, np.uint8).reshape(h, w + 1)
+    if rows[:, 0].any():  # a filtered row: not ours
+        return None
+    return rows[:, 1:].copy()
+
+
 def _chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
