@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from cxrdistill.bench.rounds import paired_rounds
+
 STUDENT = "mobilenetv3_small_050"
 #: intra-op threads for every timing (the goal is stated for 2; on an oversubscribed machine OpenMP threads that
 #: wait for each other make 2 threads far slower than 1 — set CXRDISTILL_BENCH_THREADS=1 there)
@@ -38,7 +40,7 @@ def _trainer_vs_bare(quick: bool) -> list[dict]:
     from cxrdistill.training.methods.distill import Distill, DistillModel
     from cxrdistill.training.trainer import Trainer, TrainConfig
 
-    n, size, bs, epochs, dim = (192, 48, 32, 2, 256) if quick else (1024, 64, 64, 3, 512)
+    n, size, bs, epochs, dim, rounds = (128, 48, 32, 1, 256, 4) if quick else (1024, 64, 64, 2, 512, 9)
     rng = np.random.default_rng(0)
     data = ImageBatches(rng.integers(0, 255, (n, size, size), dtype=np.uint8),
                         t=rng.normal(size=(n, dim)).astype(np.float32))
@@ -49,21 +51,18 @@ def _trainer_vs_bare(quick: bool) -> list[dict]:
 
     cfg = TrainConfig(epochs=epochs, batch_size=bs, lr=1e-3, schedule="cosine", progress=False, device="cpu")
 
-    def with_trainer() -> float:
+    def with_trainer() -> int:
         with tempfile.TemporaryDirectory() as d:
-            tr = Trainer(model(), Distill(), data, None, cfg, run_dir=d)  # with its per-epoch checkpoints
-            t0 = time.perf_counter()
-            tr.fit()
-            return n * epochs / (time.perf_counter() - t0)
+            Trainer(model(), Distill(), data, None, cfg, run_dir=d).fit()  # with its per-epoch checkpoints
+        return n * epochs
 
-    def bare() -> float:
+    def bare() -> int:
         import math
 
         m = model().train()
         opt = torch.optim.AdamW(m.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         steps = epochs * math.ceil(n / bs)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps))))
-        t0 = time.perf_counter()
         for e in range(epochs):
             order = torch.randperm(n, generator=torch.Generator().manual_seed(e))
             for s in range(0, n, bs):
@@ -74,22 +73,21 @@ def _trainer_vs_bare(quick: bool) -> list[dict]:
                 opt.step()
                 sched.step()
                 float(loss.detach())  # a bare loop logs its loss too
-        return n * epochs / (time.perf_counter() - t0)
+        return n * epochs
 
     old = torch.get_num_threads()
     torch.set_num_threads(THREADS)
     try:
-        rates = {"trainer": [], "bare": []}
-        for _ in range(2 if quick else 3):  # interleaved, best of each: load from other processes hits both alike
-            rates["trainer"].append(with_trainer())
-            rates["bare"].append(bare())
+        bare()  # warm-up (allocator, kernels), not timed
+        p = paired_rounds(with_trainer, bare, rounds)
     finally:
         torch.set_num_threads(old)
-    t, b = max(rates["trainer"]), max(rates["bare"])
-    return [_row("trainer / bare PyTorch loop (training throughput)", round(t / b, 3), "ratio", "≥ 0.95",
-                 f"distill step of {STUDENT} at {size} px, batch {bs}, {n} images × {epochs} epochs, "
-                 f"{THREADS} threads; trainer {t:.0f} img/s (with per-epoch checkpoints, written by a background "
-                 f"thread), bare {b:.0f} img/s")]
+    med, q25, q75 = p.summary("wall")
+    return [_row("trainer / bare PyTorch loop (training throughput)", round(med, 3), "ratio", "≥ 0.95",
+                 f"median of {rounds} interleaved rounds (IQR {q25:.3f}–{q75:.3f}); CPU time per image: "
+                 f"{p.describe('cpu')}; distill step of {STUDENT} at {size} px, batch {bs}, {n} images × {epochs} "
+                 f"epochs, {THREADS} threads; trainer {p.rate('a'):.0f} img/s (with per-epoch checkpoints, written "
+                 f"by a background thread), bare {p.rate('b'):.0f} img/s; load average {os.getloadavg()[0]:.1f}")]
 
 
 # ------------------------------------------------------------------------------------------------ retention
@@ -277,8 +275,11 @@ def run(quick: bool = False) -> list[dict]:
     return rows
 
 
-if __name__ == "__main__":
+SECTIONS = {"trainer": _trainer_vs_bare}
+
+if __name__ == "__main__":  # python -m cxrdistill.bench.distill [--quick] [trainer]: the whole area or one section
     import json
     import sys
 
-    print(json.dumps(run(quick="--quick" in sys.argv), indent=1))
+    fn = next((SECTIONS[a] for a in sys.argv[1:] if a in SECTIONS), run)
+    print(json.dumps(fn(quick="--quick" in sys.argv), indent=1))

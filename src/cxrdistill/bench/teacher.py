@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from cxrdistill.bench.rounds import cpu_seconds, paired_rounds
+
 TEACHER_BACKBONE = "resnet18"  # the default of `cxrdistill teacher pretrain`
 STUDENT_BACKBONE = "mobilenetv3_small_050"
 
@@ -122,56 +124,67 @@ def _wire_rows(n_img: int = 64, dim: int = 512, size: int = 64) -> list[dict]:
     ]
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (Linux /proc), seconds."""
-    with open(f"/proc/{pid}/stat") as fh:
-        f = fh.read().rsplit(")", 1)[1].split()
-    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def api_compare(teacher, ckpt: Path, cohort: Path, tmp: Path, *, size: int, batch: int, conc: int, rounds: int,
                 env: dict) -> dict:
     """The same model through the same extraction loop (files → decode → model → store): in-process (the loaded
     model is passed in, so neither side counts model loading), and over HTTP to a server process serving the same
-    checkpoint — our protocol, and CXR Foundation's Vertex AI JSON signature at /predict. Rounds interleave the three
-    and each keeps its best round, so that a load spike on this shared machine hits none of them alone; CPU time per
-    image (this process + the server's) is reported beside it, as a measure that load does not inflate."""
+    checkpoint — our protocol, and CXR Foundation's Vertex AI JSON signature at /predict. Many short rounds
+    interleave the two sides (:func:`~cxrdistill.bench.rounds.paired_rounds`); the CPU time per image counts this
+    process and the server's."""
+    import itertools
+
     from cxrdistill.storage.store import EmbeddingStore
     from cxrdistill.teachers.client import embed_cohort
 
     proc, url = _start_server(ckpt, env)
-    runs = {"local": teacher, "http": url, "vertex": f"vertex:{url}/predict"}
-    rates: dict[str, list[float]] = {k: [] for k in runs}
-    cpus: dict[str, list[float]] = {k: [] for k in runs}
+    specs = {"local": (teacher, 2), "http": (url, conc), "vertex": (f"vertex:{url}/predict", conc)}
+    counters = {k: itertools.count() for k in specs}
+
+    def side(kind: str):
+        spec, c = specs[kind]
+
+        def go() -> int:
+            out = tmp / f"store_{kind}{next(counters[kind])}"
+            return embed_cohort(spec, cohort, tmp, out, batch_size=batch, size=size, concurrency=c,
+                                progress=False).embedded
+        return go
+
+    server_cpu = lambda: cpu_seconds(proc.pid)  # noqa: E731
     try:
-        embed_cohort(url, cohort, tmp, tmp / "warm", batch_size=batch, concurrency=conc, progress=False)
-        for rnd in range(rounds):
-            for k, spec in runs.items():
-                c0, s0, t0 = time.process_time(), _cpu_seconds(proc.pid), time.perf_counter()
-                r = embed_cohort(spec, cohort, tmp, tmp / f"store_{k}{rnd}", batch_size=batch, size=size,
-                                 concurrency=2 if k == "local" else conc, progress=False)
-                rates[k].append(r.embedded / (time.perf_counter() - t0))
-                cpus[k].append((time.process_time() - c0 + _cpu_seconds(proc.pid) - s0) / r.embedded * 1e3)
+        for kind in specs:  # warm-up: connections, allocator, the server's first requests
+            side(kind)()
+        main = paired_rounds(side("http"), side("local"), rounds, extra_cpu=server_cpu)
+        vertex = paired_rounds(side("vertex"), side("http"), max(1, rounds // 3), extra_cpu=server_cpu)
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-    stores = {k: EmbeddingStore.open(tmp / f"store_{k}0") for k in runs}
+    stores = {k: EmbeddingStore.open(tmp / f"store_{k}0") for k in specs}
     ids = stores["local"].ids
     ref = stores["local"].get(ids)
-    return {"rate": {k: max(v) for k, v in rates.items()}, "rates": rates,
-            "cpu_ms": {k: min(v) for k, v in cpus.items()},
+    return {"main": main, "vertex": vertex,
             "max_diff": {k: float(np.abs(stores[k].get(ids) - ref).max()) for k in ("http", "vertex")}}
 
 
 def run(quick: bool = False) -> list[dict]:
-    """Rows measured in one run. quick: 192 images; full: 1536 images plus a default-teacher pretraining + probe."""
+    """Rows measured in one run: :func:`api_rows`, the wire formats and (full mode) the default teacher's pretraining
+    and probe."""
+    rows = api_rows(quick)
+    rows += _wire_rows()
+    if not quick:
+        rows += pretrain_rows()
+    return rows
+
+
+def api_rows(quick: bool = False) -> list[dict]:
+    """HTTP client vs in-process, Vertex JSON vs our protocol, and teacher vs student forward speed. quick: 192
+    images per round; full: 512."""
     import torch
 
     from cxrdistill import synth
     from cxrdistill.models.network import CxrNet, count_params, save_model
     from cxrdistill.teachers.local import resolve_teacher
 
-    n, size, batch, conc, rounds = (192, 64, 32, 2, 1) if quick else (1536, 64, 32, 3, 3)
+    n, size, batch, conc, rounds = (192, 64, 32, 2, 2) if quick else (512, 64, 32, 3, 9)
     rows: list[dict] = []
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(torch.get_num_threads()))}
     with tempfile.TemporaryDirectory(prefix="cxrdistill-bench-teacher-") as tmp:
@@ -187,19 +200,23 @@ def run(quick: bool = False) -> list[dict]:
         # the model alone, on pixels already in memory
         model_rate = _model_throughput(teacher, images, batch)
         m = api_compare(teacher, ckpt, cohort, tmp, size=size, batch=batch, conc=conc, rounds=rounds, env=env)
-        local_rate, http_rate, vertex_rate = (m["rate"][k] for k in ("local", "http", "vertex"))
-        spread = ", ".join(f"{k} {min(r):.0f}–{max(r):.0f}" for k, r in m["rates"].items())
-        cpu = m["cpu_ms"]
+        main, vx = m["main"], m["vertex"]
+        med, q25, q75 = main.summary("wall")
+        http_rate, local_rate = main.rate("a"), main.rate("b")
+        cpu_ms = {"http": 1e3 / main.rate("a", "cpu"), "local": 1e3 / main.rate("b", "cpu"),
+                  "vertex": 1e3 / vx.rate("a", "cpu")}
         rows += [
-            _row("HTTP client end-to-end / in-process end-to-end", round(http_rate / local_rate, 3), "ratio", "≥ 0.9",
+            _row("HTTP client end-to-end / in-process end-to-end", round(med, 3), "ratio", "≥ 0.9",
+                 f"median of {rounds} interleaved rounds (IQR {q25:.3f}–{q75:.3f}); CPU time per image (this process "
+                 f"+ the server's): {main.describe('cpu')}, {cpu_ms['http']:.2f} vs {cpu_ms['local']:.2f} ms; "
                  f"{http_rate:.0f} vs {local_rate:.0f} img/s; same loop, files → store; {n} images {size} px, "
-                 f"batch {batch}, concurrency {conc}; best of {rounds} interleaved rounds (img/s {spread}); CPU "
-                 f"per image (all processes) {cpu['http']:.2f} vs {cpu['local']:.2f} ms; max |Δ| between the stores "
-                 f"{m['max_diff']['http']:.1e}"),
-            _row("Vertex AI JSON (/predict) / our protocol, end-to-end on loopback", round(vertex_rate / http_rate, 3),
-                 "ratio", "", f"{vertex_rate:.0f} vs {http_rate:.0f} img/s; base64 PNG instances in JSON, embeddings "
-                              f"as JSON lists back; same server, cohort and batch; CPU per image {cpu['vertex']:.2f} "
-                              f"ms; max |Δ| {m['max_diff']['vertex']:.1e}"),
+                 f"batch {batch}, concurrency {conc}; max |Δ| between the stores {m['max_diff']['http']:.1e}; "
+                 f"load average {os.getloadavg()[0]:.1f}"),
+            _row("Vertex AI JSON (/predict) / our protocol, end-to-end on loopback", round(vx.summary("wall")[0], 3),
+                 "ratio", "", f"median of {len(vx.wall['a'])} interleaved rounds; {vx.rate('a'):.0f} vs "
+                              f"{vx.rate('b'):.0f} img/s; base64 PNG instances in JSON, embeddings as JSON lists "
+                              f"back; same server, cohort and batch; CPU per image {cpu_ms['vertex']:.2f} ms "
+                              f"(CPU ratio {vx.describe('cpu')}); max |Δ| {m['max_diff']['vertex']:.1e}"),
             _row("HTTP client end-to-end / model alone on in-memory pixels", round(http_rate / model_rate, 3), "ratio",
                  "", f"model alone {model_rate:.0f} img/s ({TEACHER_BACKBONE}, {count_params(net) / 1e6:.1f} M)"),
             _row("HTTP client end-to-end throughput", round(http_rate, 1), "img/s", "",
@@ -216,9 +233,6 @@ def run(quick: bool = False) -> list[dict]:
                          f"teacher {TEACHER_BACKBONE} {model_rate:.0f} img/s ({count_params(net) / 1e6:.1f} M), "
                          f"student {STUDENT_BACKBONE} {stu_rate:.0f} img/s ({count_params(stu) / 1e6:.2f} M), "
                          f"{size} px"))
-    rows += _wire_rows(size=size)
-    if not quick:
-        rows += pretrain_rows()
     return rows
 
 
@@ -278,3 +292,12 @@ def pretrain_rows() -> list[dict]:
              f"observed labels {p['main5_observed']:.3f}; all 14 tasks: true {p['mean_true']:.3f}, observed "
              f"{p['mean_observed']:.3f}; downstream cohort 'mixed', 1500 images, half train / half test"),
     ]
+
+
+SECTIONS = {"api": api_rows}
+
+if __name__ == "__main__":  # python -m cxrdistill.bench.teacher [--quick] [api]: the whole area or one section
+    import json
+
+    fn = next((SECTIONS[a] for a in sys.argv[1:] if a in SECTIONS), run)
+    print(json.dumps(fn(quick="--quick" in sys.argv), indent=1))
