@@ -30,10 +30,11 @@ COMMANDS = [
 ]
 #: old spellings that still work but are no longer listed
 HIDDEN = ["fair-seg", "fair-distill-study", "pretrain-finetune", "pretrain-grid"]
-#: commands that run torch models and so take --device (evaluate and export-onnx run on the CPU; serve, info and embed
-#: with an in-process teacher too)
-TORCH_TRAINING = ["distill", "probe", "finetune", "fair run", "fair seg", "fair distill-study", "pretrain run",
-                  "pretrain finetune", "pretrain grid", "teacher pretrain"]
+#: commands that run torch models and so take --device (embed, teacher serve and teacher info: for a teacher run in
+#: this process)
+TORCH_MODELS = ["distill", "probe", "finetune", "fair run", "fair seg", "fair distill-study", "pretrain run",
+                "pretrain finetune", "pretrain grid", "teacher pretrain", "evaluate", "export-onnx", "embed",
+                "teacher serve", "teacher info"]
 
 
 def _walk(cmd, path=()):
@@ -184,8 +185,9 @@ def test_shared_options_have_one_spelling_one_default_and_one_meaning(tree):
             assert e.default == "fail", path
         if (s := _opt(c, "--seeds")) is not None:
             assert not s.is_flag, path
-    for path in TORCH_TRAINING:
+    for path in TORCH_MODELS:
         assert _opt(vis[path], "--device") is not None, path
+    assert sorted(p for p, c in vis.items() if _opt(c, "--device") is not None) == sorted(TORCH_MODELS)
     for path in ("distill", "probe", "finetune", "pretrain run", "pretrain finetune", "study", "synth"):
         assert _opt(vis[path], "--seed") is not None, path
     for path in ("fair run", "fair seg", "fair distill-study", "pretrain grid"):
@@ -193,6 +195,20 @@ def test_shared_options_have_one_spelling_one_default_and_one_meaning(tree):
     for path in ("distill", "probe", "finetune", "pretrain run", "pretrain finetune", "pretrain grid", "study", "demo",
                  "fair run", "fair seg", "fair distill-study"):
         assert _opt(vis[path], "--fresh") is not None, path
+
+
+def test_audit_tasks_take_the_shared_spelling_and_the_old_one(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    n = 120
+    pd.DataFrame({"image_id": [f"i{i}" for i in range(n)], "sex": rng.choice(["F", "M"], n),
+                  **{f"{k}_{t}": (rng.integers(0, 2, n) if k == "y" else rng.random(n))
+                     for t in ("a", "b", "c") for k in ("y", "p")}}).to_csv(tmp_path / "pred.csv", index=False)
+    audited = []
+    for tasks in (["--tasks", "a,c"], ["--tasks", "a", "--tasks", "c"], ["-t", "a", "--task", "c"]):
+        main(["audit", str(tmp_path / "pred.csv"), "-a", "sex", "--n-boot", "0", "--out", str(tmp_path / "o"), *tasks])
+        audited.append(sorted(json.loads((tmp_path / "o" / "audit.json").read_text())["tasks"]))
+    assert audited == [["a", "c"]] * 3
+    capsys.readouterr()
 
 
 def test_parse_seeds_and_on_error():
@@ -251,6 +267,26 @@ def test_a_failed_command_ends_with_an_error_summary(tmp_path, capsys):
     s = _last_json(capsys)
     assert s["command"] == "audit" and s["status"] == "error" and "missing.csv" in s["error"]
     assert s["out"] == str(tmp_path / "o")
+
+
+def test_ctrl_c_ends_with_an_interrupted_summary(tmp_path, capsys):
+    """A real SIGINT in the middle of a command: exit status 130, "interrupted" on stderr, and the summary line."""
+    import os
+    import signal
+    import threading
+
+    timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        with pytest.raises(SystemExit) as e:
+            main(["synth", "--out", str(tmp_path / "ds"), "--n", "100000", "--size", "32", "--workers", "1"])
+    finally:
+        timer.cancel()
+    assert e.value.code == 130
+    cap = capsys.readouterr()
+    assert cap.err.strip().splitlines()[-1] == "interrupted"
+    s = json.loads(cap.out.strip().splitlines()[-1])
+    assert (s["command"], s["status"], s["out"]) == ("synth", "interrupted", str(tmp_path / "ds"))
 
 
 def test_summary_is_strict_json(capsys):

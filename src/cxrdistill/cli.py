@@ -54,7 +54,10 @@ app = build_app()
 
 
 def click_command(typer_app: typer.Typer = app):
-    """The click command tree of the app, with flags shown without a value placeholder in ``--help``."""
+    """The click command tree of the app, with flags shown without a value placeholder in ``--help`` and help texts
+    shown as written (a default such as ``[auto]`` is not taken for rich markup and dropped)."""
+    from rich.markup import escape
+
     cmd = typer.main.get_command(typer_app)
     stack = [cmd]
     while stack:
@@ -63,6 +66,8 @@ def click_command(typer_app: typer.Typer = app):
         for p in [*c.params, c.get_help_option(ctx)]:
             if p is not None and getattr(p, "is_flag", False):
                 p.metavar = ""  # a flag takes no value: no "<bool>" beside it
+            if p is not None and getattr(p, "help", None):
+                p.help = escape(p.help)
         stack.extend(getattr(c, "commands", {}).values())
     return cmd
 
@@ -91,7 +96,9 @@ def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     cmd = click_command()
     try:
-        cmd.main(args=args, prog_name="cxrdistill", standalone_mode=False)
+        rc = cmd.main(args=args, prog_name="cxrdistill", standalone_mode=False)
+        if rc == 130:  # typer turns Ctrl-C into exit code 130, returned rather than raised outside standalone mode
+            raise KeyboardInterrupt
     except CxrError as e:
         typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
         _error_summary(args, cmd, str(e))

@@ -30,21 +30,23 @@ def _wrapper(model, with_head: bool):
 
 def export_onnx(checkpoint: str | Path, out: str | Path, size: int | None = None, opset: int = 17,
                 check: bool = True, atol: float = 1e-4, rtol: float = 1e-3, n_check: int = 4,
-                seed: int = 0) -> dict[str, Any]:
+                seed: int = 0, device: str = "cpu") -> dict[str, Any]:
     """Write ``out`` (atomically) and, with ``check``, compare onnxruntime with torch on ``n_check`` random images
     (and a batch of a different size, to test the dynamic batch axis). Raises ``CxrError`` when they differ by more
-    than ``atol + rtol·|torch|``. Returns a report (sizes, max differences)."""
+    than ``atol + rtol·|torch|``. Torch traces and checks on ``device``. Returns a report (sizes, max differences)."""
     import torch
 
+    from cxrdistill.models.device import resolve_device
     from cxrdistill.models.network import load_model
 
+    dev = resolve_device(device)
     model, meta = load_model(checkpoint)
-    model = model.eval()
+    model = model.to(dev).eval()
     size = int(size or _size_from_meta(meta) or 224)
     with_head = model.head is not None
     wrapped = _wrapper(model, with_head)
     names = ["embedding", "probabilities"] if with_head else ["embedding"]
-    example = torch.zeros(2, 1, size, size)
+    example = torch.zeros(2, 1, size, size, device=dev)
     out = Path(out)
     import warnings
 
@@ -53,7 +55,8 @@ def export_onnx(checkpoint: str | Path, out: str | Path, size: int | None = None
         torch.onnx.export(wrapped, (example,), str(tmp), dynamo=False, input_names=["image"], output_names=names,
                           dynamic_axes={"image": {0: "batch"}, **{n: {0: "batch"} for n in names}},
                           opset_version=int(opset))
-        report: dict[str, Any] = {"onnx": str(out), "image_size": size, "outputs": names, "opset": int(opset)}
+        report: dict[str, Any] = {"onnx": str(out), "image_size": size, "outputs": names, "opset": int(opset),
+                                  "device": str(dev)}
         if check:
             report.update(check_onnx(tmp, wrapped, size, atol=atol, rtol=rtol, n=n_check, seed=seed))
     return report
@@ -67,16 +70,17 @@ def check_onnx(onnx_path, wrapped, size: int, atol: float = 1e-4, rtol: float = 
     import torch
 
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    dev = next(wrapped.parameters(), torch.empty(0)).device  # torch runs where the model is
     rng = np.random.default_rng(seed)
     worst: dict[str, float] = {}
     for b in (n, 1):
         x = rng.normal(size=(b, 1, size, size)).astype(np.float32)
         got = sess.run(None, {"image": x})
         with torch.inference_mode():
-            ref = wrapped(torch.from_numpy(x))
+            ref = wrapped(torch.from_numpy(x).to(dev))
         ref = ref if isinstance(ref, tuple) else (ref,)
         for name, g, r in zip([o.name for o in sess.get_outputs()], got, ref):
-            r = r.numpy()
+            r = r.float().cpu().numpy()
             if g.shape != r.shape:
                 raise CxrError(f"ONNX output {name} has shape {g.shape}, torch gives {r.shape}")
             excess = np.abs(g - r) - (atol + rtol * np.abs(r))

@@ -4,8 +4,9 @@ prints last. Only typer and the standard library are imported here, so that ``cx
 """
 from __future__ import annotations
 
+import inspect
 import json
-from typing import Any, Iterable, List, Optional
+from typing import Any, Callable, Iterable, List, Optional
 
 import typer
 from typer.core import TyperGroup
@@ -69,6 +70,20 @@ def age_bins_option(help: str = AGE_BINS_HELP) -> Any:
 
 def device_option(default: Optional[str] = "auto", help: str = DEVICE_HELP) -> Any:
     return typer.Option(default, "--device", help=help)
+
+
+def with_options(options: dict[str, tuple[Any, Any]]) -> Callable:
+    """Decorator: the command also takes ``options`` (parameter name → (type, ``typer.Option``)), after its own ones,
+    in its ``**kwargs`` — one definition of a group of options that several commands share."""
+    def deco(fn: Callable) -> Callable:
+        sig = inspect.signature(fn, eval_str=True)
+        own = [p for p in sig.parameters.values() if p.kind is not p.VAR_KEYWORD]
+        extra = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=opt, annotation=kind)
+                 for name, (kind, opt) in options.items()]
+        fn.__signature__ = sig.replace(parameters=[*own, *extra])  # what typer reads
+        return fn
+
+    return deco
 
 
 def hidden(*names: str, default: Any = None) -> Any:

@@ -9,7 +9,9 @@ from cxrdistill.commands import _common as C
 def audit(
     predictions: str = typer.Argument(..., help="Predictions table (CSV or Parquet): image_id, attributes, y_T, p_T."),
     attribute: List[str] = C.attribute_option(),
-    task: Optional[List[str]] = typer.Option(None, "--task", "-t", help="Task T (needs y_T and p_T); default all."),
+    tasks: Optional[List[str]] = typer.Option(None, "--tasks", help="Tasks T (need y_T and p_T), comma-separated or "
+                                              "repeated; default all."),
+    task: Optional[List[str]] = C.hidden("--task", "-t"),
     target_fpr: float = typer.Option(0.2, help="Overall FPR of the one global threshold."),
     n_boot: int = C.n_boot_option(),
     alpha: float = typer.Option(0.05, help="CI level 1 - alpha and significance level."),
@@ -40,7 +42,8 @@ def audit(
     bins = parse_bins(age_bins) if age_bins else None
     drop_missing_scores = C.on_error_mode(on_error, skip_alias=drop_missing_scores) == "skip"
     df = read_predictions(predictions)
-    res = run_audit(df, attribute, tasks=task or None, target_fpr=target_fpr, n_boot=n_boot, alpha=alpha,
+    tasks = C.csv_list([*(tasks or []), *(task or [])]) or None
+    res = run_audit(df, attribute, tasks=tasks, target_fpr=target_fpr, n_boot=n_boot, alpha=alpha,
                     correction=correction, seed=seed, resample=resample, min_n=min_n, labels=labels, age_bins=bins,
                     resample_by=resample_by, drop_missing_scores=drop_missing_scores, path=predictions)
     doc = write_audit(res, out, title=f"Performance audit — {Path(predictions).name}")

@@ -13,7 +13,7 @@ from cxrdistill.commands import _common as C
 _COMMON = "Image check"
 
 
-def _run_import(reader: str, out: Path, images_root: Optional[Path], no_image_check: bool, missing: str,
+def _run_import(reader: str, *, out: Path, images_root: Optional[Path], no_image_check: bool, missing: str,
                 check_sample: int, old_missing: Optional[str] = None, **kw) -> None:
     from rich.console import Console
 
@@ -41,32 +41,34 @@ def register(app: typer.Typer) -> None:
     imp = typer.Typer(help="Import a dataset's metadata as a cohort table (Parquet).", no_args_is_help=True)
     cohort.add_typer(imp, name="import")
 
-    out_opt = C.out_option(help="Cohort table to write (.parquet).")
-    root_opt = typer.Option(None, "--images-root", help="Folder the image paths are relative to "
-                            "(default: next to the metadata csv).", rich_help_panel=_COMMON)
-    nocheck_opt = typer.Option(False, "--no-image-check", help="Build the table from metadata alone.",
-                               rich_help_panel=_COMMON)
-    missing_opt = typer.Option("fail", "--on-error", help="Missing or unreadable images: fail (stop), or skip "
-                               "them (the rows are dropped and reported).", rich_help_panel=_COMMON)
-    old_missing_opt = C.hidden("--missing")
-    sample_opt = typer.Option(32, "--check-sample", help="How many images (seeded sample) to open as well as stat; "
-                              "-1 = all, 0 = none.", rich_help_panel=_COMMON)
+    # the options every importer takes after its own (its metadata files): where the table goes, and the image check
+    shared = C.with_options({
+        "out": (Path, C.out_option(help="Cohort table to write (.parquet).")),
+        "images_root": (Optional[Path], typer.Option(None, "--images-root", help="Folder the image paths are relative "
+                        "to (default: next to the metadata csv).", rich_help_panel=_COMMON)),
+        "no_image_check": (bool, typer.Option(False, "--no-image-check", help="Build the table from metadata alone.",
+                           rich_help_panel=_COMMON)),
+        "missing": (str, typer.Option("fail", "--on-error", help="Missing or unreadable images: fail (stop), or skip "
+                    "them (the rows are dropped and reported).", rich_help_panel=_COMMON)),
+        "check_sample": (int, typer.Option(32, "--check-sample", help="How many images (seeded sample) to open as "
+                         "well as stat; -1 = all, 0 = none.", rich_help_panel=_COMMON)),
+        "old_missing": (Optional[str], C.hidden("--missing")),
+    })
 
     @imp.command("chexpert")
+    @shared
     def import_chexpert(
         csv: Path = typer.Option(..., "--csv", help="CheXpert train.csv / valid.csv (or .csv.gz), or a synthetic "
                                  "dataset's train.csv."),
         demographics: Optional[Path] = typer.Option(None, "--demographics", help="CHEXPERT DEMO.xlsx or .csv "
                                                     "(race and ethnicity, joined on patient id)."),
-        out: Path = out_opt, images_root: Optional[Path] = root_opt, no_image_check: bool = nocheck_opt,
-        missing: str = missing_opt, check_sample: int = sample_opt,
-        old_missing: Optional[str] = old_missing_opt,
+        **common,
     ) -> None:
         """CheXpert (and the synthetic dataset, which uses CheXpert's layout)."""
-        _run_import("chexpert", out, images_root, no_image_check, missing, check_sample, old_missing, csv=csv,
-                    demographics=demographics)
+        _run_import("chexpert", csv=csv, demographics=demographics, **common)
 
     @imp.command("mimic")
+    @shared
     def import_mimic(
         metadata: Path = typer.Option(..., "--metadata", help="mimic-cxr-2.0.0-metadata.csv[.gz]."),
         labels: Path = typer.Option(..., "--labels", help="mimic-cxr-2.0.0-chexpert.csv[.gz] or -negbio.csv[.gz]."),
@@ -76,38 +78,32 @@ def register(app: typer.Typer) -> None:
                                                        help="Drop patients whose race differs across admissions."),
         split_csv: Optional[Path] = typer.Option(None, "--split-csv", help="Official mimic-cxr-2.0.0-split.csv[.gz] "
                                                  "(validate → val)."),
-        out: Path = out_opt, images_root: Optional[Path] = root_opt, no_image_check: bool = nocheck_opt,
-        missing: str = missing_opt, check_sample: int = sample_opt,
-        old_missing: Optional[str] = old_missing_opt,
+        **common,
     ) -> None:
         """MIMIC-CXR-JPG with MIMIC-IV demographics."""
-        _run_import("mimic", out, images_root, no_image_check, missing, check_sample, old_missing, metadata=metadata,
-                    labels=labels, patients=patients, admissions=admissions,
-                    exclude_inconsistent_race=exclude_inconsistent_race, split_csv=split_csv)
+        _run_import("mimic", metadata=metadata, labels=labels, patients=patients, admissions=admissions,
+                    exclude_inconsistent_race=exclude_inconsistent_race, split_csv=split_csv, **common)
 
     @imp.command("nih")
+    @shared
     def import_nih(
         csv: Path = typer.Option(..., "--csv", help="Data_Entry_2017_v2020.csv[.gz] (or Data_Entry_2017.csv)."),
-        out: Path = out_opt, images_root: Optional[Path] = root_opt, no_image_check: bool = nocheck_opt,
-        missing: str = missing_opt, check_sample: int = sample_opt,
-        old_missing: Optional[str] = old_missing_opt,
+        **common,
     ) -> None:
         """NIH ChestX-ray14."""
-        _run_import("nih", out, images_root, no_image_check, missing, check_sample, old_missing, csv=csv)
+        _run_import("nih", csv=csv, **common)
 
     @imp.command("padchest")
+    @shared
     def import_padchest(
         csv: Path = typer.Option(..., "--csv", help="PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv[.gz]."),
         all_findings: bool = typer.Option(False, "--all-findings", help="Also one column per other PadChest term."),
         keep_unlabelled: bool = typer.Option(False, "--keep-unlabelled", help="Keep images with a blank Labels "
                                              "cell (labels NaN)."),
-        out: Path = out_opt, images_root: Optional[Path] = root_opt, no_image_check: bool = nocheck_opt,
-        missing: str = missing_opt, check_sample: int = sample_opt,
-        old_missing: Optional[str] = old_missing_opt,
+        **common,
     ) -> None:
         """PadChest."""
-        _run_import("padchest", out, images_root, no_image_check, missing, check_sample, old_missing, csv=csv,
-                    all_findings=all_findings, keep_unlabelled=keep_unlabelled)
+        _run_import("padchest", csv=csv, all_findings=all_findings, keep_unlabelled=keep_unlabelled, **common)
 
     @cohort.command("split")
     def split(

@@ -6,8 +6,8 @@ from typing import List, Optional
 
 import typer
 
-from cxrdistill.commands._common import (on_error_mode, on_error_option, out_option, progress_option, quiet_option,
-                                         summary)
+from cxrdistill.commands._common import (DEVICE_HELP, device_option, on_error_mode, on_error_option, out_option,
+                                         progress_option, quiet_option, summary)
 
 
 def embed(
@@ -41,15 +41,20 @@ def embed(
                                          "(stop) or skip (report it, store the rest)."),
     max_attempts: int = typer.Option(8, "--max-attempts", min=1, help="attempts per request before giving up"),
     timeout: float = typer.Option(120.0, "--timeout", min=0.1, help="seconds to wait for one response"),
+    device: str = device_option(help=DEVICE_HELP + " Only for a teacher run in this process (torch:, timm:)."),
     progress: bool = progress_option(),
     quiet: bool = quiet_option(),
 ) -> None:
     """Embed a cohort's images with a teacher into a crash-safe store; rerun the same command to resume."""
     from cxrdistill.teachers.client import RetryPolicy, embed_cohort
-    from cxrdistill.teachers.local import token_from_env
+    from cxrdistill.teachers.local import device_for, is_remote, resolve_teacher, token_from_env
 
-    res = embed_cohort(teacher, cohort, images_root, out, concurrency=concurrency, batch_size=batch_size, size=size,
-                       mode=preprocess, token=token_from_env(token_env), token_command=token_command,
+    device = device_for(teacher, device)
+    local = None  # a teacher run in this process, placed on --device
+    if not is_remote(teacher) and not (token_command or output_key or max_rps or normalize):
+        local = resolve_teacher(teacher, image_size=size, device=device)
+    res = embed_cohort(local or teacher, cohort, images_root, out, concurrency=concurrency, batch_size=batch_size,
+                       size=size, mode=preprocess, token=token_from_env(token_env), token_command=token_command,
                        deadline=deadline, shard=shard, splits=split or None, dtype=dtype,
                        on_error="skip" if on_error_mode(on_error) == "skip" else "raise",
                        retry=RetryPolicy(max_attempts=max_attempts, timeout=timeout), progress=progress and not quiet,
@@ -58,6 +63,8 @@ def embed(
         typer.secho(f"skipped {image_id}: {err}", fg=typer.colors.YELLOW, err=True)
     d = res.to_dict()
     d.pop("teacher")
+    if local is not None:
+        d["device"] = str(local.device)
     summary("embed", d.pop("store"), **d)
 
 

@@ -27,8 +27,11 @@ def import_cmd(
     ids: Optional[Path] = typer.Option(None, "--ids", help="npy: ids file (one id per line, or CSV/Parquet)."),
     dtype: str = typer.Option("float32", help="Stored dtype: float32 or float16."),
     strict: bool = typer.Option(False, help="Error (before writing) if any id is unmatched or missing."),
-    name: Optional[str] = typer.Option(None, help="Teacher name recorded in the manifest."),
-    version: Optional[str] = typer.Option(None, help="Teacher version (default: v1 / elixr-b / elixr-c by shape)."),
+    name: Optional[str] = typer.Option(None, "--teacher-name", help="Teacher name recorded in the manifest."),
+    version: Optional[str] = typer.Option(None, "--teacher-version",
+                                          help="Teacher version (default: v1 / elixr-b / elixr-c by shape)."),
+    old_name: Optional[str] = C.hidden("--name"),
+    old_version: Optional[str] = C.hidden("--version"),
     check_crc: bool = typer.Option(False, help="TFRecord: also verify each record's data CRC32C (slower)."),
     id_column: str = typer.Option("image_id", help="Parquet: the id column."),
     id_feature: str = typer.Option("image_id", help="TFRecord with several records per file: the id feature."),
@@ -47,9 +50,9 @@ def import_cmd(
         raise InputError("--format is required", hint="cxr-foundation-npz | cxr-foundation-tfrecord | npy | parquet")
     cdf = read_table(cohort) if cohort is not None else None
     rep = import_embeddings(fmt, src, out, cohort=cdf, id_from=id_from, pool=pool, key=key, shape=shape,
-                            ids_file=ids, dtype=dtype, strict=strict, name=name, version=version,
-                            check_crc=check_crc, id_column=id_column, id_feature=id_feature,
-                            progress=progress and not quiet)
+                            ids_file=ids, dtype=dtype, strict=strict, name=name or old_name,
+                            version=version or old_version, check_crc=check_crc, id_column=id_column,
+                            id_feature=id_feature, progress=progress and not quiet)
     _print_report(rep)
     if report is not None:
         write_json(rep.as_dict(), report)

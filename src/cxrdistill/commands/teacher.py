@@ -8,6 +8,7 @@ import typer
 from cxrdistill.commands import _common as C
 
 _SIZE = typer.Option(None, "--size", min=8, help="image side in pixels (default: the model's input size)")
+_LOCAL_DEVICE = C.device_option(help=C.DEVICE_HELP + " Only for a model run in this process (torch:, timm:).")
 
 teacher_app = typer.Typer(help="The black-box teacher: serve it as an API, pretrain the default one, show its info.",
                           no_args_is_help=True)
@@ -30,39 +31,55 @@ def serve(
     log_requests: Optional[str] = typer.Option(None, "--log-requests",
                                                help="keep every received request (headers, raw body) in this dir"),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch threads for inference"),
+    device: str = C.device_option(),
     log_level: str = typer.Option("info", "--log-level", help="uvicorn log level"),
 ) -> None:
     """Serve a teacher: POST /v1/embed (PNG images in, embeddings out), GET /v1/info, GET /healthz; CXR Foundation's
     Vertex AI signature (POST /predict, GET /health); the Open Inference Protocol (/v2/...)."""
     import os
+    import signal
 
     import torch
 
     from cxrdistill.teachers.faults import FaultSpec
-    from cxrdistill.teachers.local import resolve_teacher
+    from cxrdistill.teachers.local import resolve_teacher, token_from_env
     from cxrdistill.teachers.server import create_app
     from cxrdistill.teachers.server import serve as run_server
-    from cxrdistill.teachers.local import token_from_env
 
     if threads:
         torch.set_num_threads(threads)
     token = token_from_env(token_env)
     spec = FaultSpec.parse(faults)
-    t = resolve_teacher(model, image_size=size or image_size)
+    t = resolve_teacher(model, image_size=size or image_size, device=device)
     app = create_app(t, token=token, max_batch=max_batch, max_request_bytes=int(max_request_mb * 2**20),
                      max_pixels=max_pixels, faults=spec, log_dir=log_requests)
 
+    served = {"url": None}
+
     def ready(url: str) -> None:
+        served["url"] = url
         i = t.info
         typer.echo(f"teacher {i.name} (version {i.version}, embedding {list(i.embedding_shape)}, "
-                   f"{i.image_size} px) serving at {url}{' with bearer-token auth' if token else ''}"
+                   f"{i.image_size} px, on {t.device}) serving at {url}{' with bearer-token auth' if token else ''}"
                    f"{' and fault injection' if spec else ''}", err=True)
 
     if port is None:
         aip = os.environ.get("AIP_HTTP_PORT")  # set by Vertex AI when it starts a custom container
         port = int(aip) if aip and aip.isdigit() else 8000
-    run_server(app, host, port, log_level=log_level, on_ready=ready)
-    C.summary("teacher serve", None, teacher=t.info.name, host=host, port=port)
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    # Ctrl-C or SIGTERM (how a container is stopped): uvicorn shuts down cleanly and then raises the signal again;
+    # for a server that is a normal end, so it ends with its summary like every command
+    old = signal.signal(signal.SIGTERM, stop)
+    try:
+        run_server(app, host, port, log_level=log_level, on_ready=ready)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, old)
+    C.summary("teacher serve", None, teacher=t.info.name, url=served["url"], device=str(t.device))
 
 
 @teacher_app.command("info")
@@ -73,14 +90,15 @@ def info(
     token_command: Optional[str] = typer.Option(None, "--token-command", help="command printing the API token"),
     size: Optional[int] = _SIZE,
     image_size: Optional[int] = C.hidden("--image-size"),
+    device: str = _LOCAL_DEVICE,
 ) -> None:
     """Print a teacher's info as JSON (name, version, embedding shape, dtype, image size)."""
     import asyncio
 
     from cxrdistill.teachers.client import open_api
-    from cxrdistill.teachers.local import is_remote, resolve_teacher
-    from cxrdistill.teachers.local import token_from_env
+    from cxrdistill.teachers.local import device_for, is_remote, resolve_teacher, token_from_env
 
+    device = device_for(model, device)
     if is_remote(model):
         async def get():
             async with open_api(model, token_from_env(token_env), token_command=token_command) as c:
@@ -91,8 +109,8 @@ def info(
     else:
         from cxrdistill.models.network import count_params
 
-        t = resolve_teacher(model, image_size=size or image_size)
-        d = {**t.info.to_dict(), "params": count_params(t.model)}
+        t = resolve_teacher(model, image_size=size or image_size, device=device)
+        d = {**t.info.to_dict(), "params": count_params(t.model), "device": str(t.device)}
     C.summary("teacher info", None, **d)
 
 

@@ -6,9 +6,12 @@ option rather than a CUDA traceback from deep inside a model.
 """
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 from cxrdistill.errors import InputError
+
+if TYPE_CHECKING:
+    import torch
 
 DEVICES = "auto, cpu, cuda, cuda:N or mps"
 
@@ -20,6 +23,8 @@ def resolve_device(device: str | torch.device | None = "auto", *, local_rank: in
     >>> resolve_device("cpu")
     device(type='cpu')
     """
+    import torch  # here, so that importing this module (e.g. for a remote teacher) does not load torch
+
     if isinstance(device, torch.device):
         spec = str(device)
     else:

@@ -15,6 +15,7 @@ import numpy as np
 
 from cxrdistill.errors import CxrError, InputError
 from cxrdistill.images.preprocess import MEAN, STD
+from cxrdistill.models.device import resolve_device
 from cxrdistill.registry import Registry
 
 TEACHERS: Registry = Registry("teacher kind")
@@ -65,13 +66,11 @@ class TorchTeacher:
 
     def __init__(self, model, info: TeacherInfo, mean: float = MEAN, std: float = STD,
                  chunk: int = 64, device: str = "cpu"):
-        import torch
-
-        self.model = model.to(device).eval()
+        self.device = resolve_device(device)
+        self.model = model.to(self.device).eval()
         self.info = info
         self.mean, self.std = float(mean), float(std)
         self.chunk = int(chunk)
-        self.device = torch.device(device)
 
     def _prepare(self, images: np.ndarray) -> np.ndarray:
         a = np.asarray(images)
@@ -102,11 +101,13 @@ class TorchTeacher:
         return out.astype(self.info.dtype, copy=False)
 
 
-def _probe_shape(model, image_size: int) -> tuple[int, ...]:
+def _probe_shape(model, image_size: int, device: str = "cpu") -> tuple[int, ...]:
+    """The embedding shape of one blank image, computed on ``device`` (where the teacher will run)."""
     import torch
 
+    dev = resolve_device(device)
     with torch.inference_mode():
-        y = model.eval()(torch.zeros(1, 1, image_size, image_size))
+        y = model.to(dev).eval()(torch.zeros(1, 1, image_size, image_size, device=dev))
     if isinstance(y, dict):
         y = y["embedding"]
     return tuple(int(s) for s in y.shape[1:])
@@ -138,7 +139,7 @@ def torch_teacher(arg: str, *, image_size: int | None = None, device: str = "cpu
     model, meta = load_model(path)
     tmeta = meta.get("teacher") or {}
     size = int(image_size or tmeta.get("image_size") or 224)
-    shape = _probe_shape(model, size)
+    shape = _probe_shape(model, size, device)
     info = TeacherInfo(name=str(tmeta.get("name") or f"cxrnet-{model.config['backbone']}"),
                        version=str(tmeta.get("version") or file_digest(path)), embedding_shape=shape,
                        dtype="float32", image_size=size,
@@ -164,7 +165,7 @@ def timm_teacher(arg: str, *, image_size: int | None = None, device: str = "cpu"
         torch.manual_seed(0)
         model = create_backbone(name, in_chans=1, weights=weights or None)
     version = file_digest(weights) if weights else "random-init-seed0"
-    info = TeacherInfo(name=f"timm-{name}", version=version, embedding_shape=_probe_shape(model, size),
+    info = TeacherInfo(name=f"timm-{name}", version=version, embedding_shape=_probe_shape(model, size, device),
                        dtype="float32", image_size=size, extra={"random_init": not weights})
     return TorchTeacher(model, info, chunk=chunk, device=device)
 
@@ -184,6 +185,15 @@ def token_from_env(var: str | None) -> str | None:
 def is_remote(spec: str) -> bool:
     """A teacher reached as an API: ``http(s)://…`` (ours), ``vertex:URL`` or ``kserve:URL``."""
     return spec.startswith(("http://", "https://", "vertex:", "kserve:"))
+
+
+def device_for(spec: str, device: str | None) -> str | None:
+    """``device`` for the teacher ``spec``: it places a model run in this process; an API teacher runs wherever it is
+    served, so asking for a device there (anything but ``auto``) is an error rather than silently ignored."""
+    if is_remote(spec) and device not in (None, "auto"):
+        raise InputError(f"--device {device} applies to a teacher run in this process (torch:, timm:); {spec} is "
+                         "an API, which runs wherever it is served", hint="leave --device out")
+    return device
 
 
 def resolve_teacher(spec: str, **kwargs: Any) -> TorchTeacher:

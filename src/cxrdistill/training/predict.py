@@ -25,12 +25,15 @@ def run_batches(fn: Callable, data, batch_size: int = 256) -> np.ndarray:
     return torch.cat(outs).numpy() if outs else np.zeros((0,), dtype=np.float32)
 
 
-def model_outputs(model, data, key: str = "embedding", batch_size: int = 256) -> np.ndarray:
-    """``model(x)[key]`` (a CxrNet's ``embedding``, ``features`` or ``logits``) for every item of ``data``."""
+def model_outputs(model, data, key: str = "embedding", batch_size: int = 256, device=None) -> np.ndarray:
+    """``model(x)[key]`` (a CxrNet's ``embedding``, ``features`` or ``logits``) for every item of ``data``, on
+    ``device`` (default: where the model is)."""
     model.eval()
+    if device is not None:
+        model.to(device)
 
     def fn(b):
-        out = model(b["x"])
+        out = model(b["x"].to(device) if device is not None else b["x"])
         if isinstance(out, dict):
             if key not in out:
                 raise InputError(f"the model has no {key!r} output (it gives {', '.join(out)})",

@@ -306,11 +306,11 @@ def run_evaluate(cohort: str | Path, out: str | Path, *, split: str | None = "te
                  images_root: str | Path | None = None, size: int | None = None, label_policy="u-ignore",
                  aggregate: str = "image", n_boot: int = 1000, target_fpr: float = 0.2, seed: int = 0,
                  cache_dir: str | Path | None = None, metrics_out: str | Path | None = None,
-                 quiet: bool = True) -> dict[str, Any]:
+                 quiet: bool = True, device: str = "cpu") -> dict[str, Any]:
     """Predict ``split`` of ``cohort`` with a classifier (``model`` with a head), a head on a model's embeddings
     (``model`` + ``head``), or a head on stored embeddings (``embeddings`` + ``head``); write the predictions table
     to ``out`` and the tidy metrics table next to it (``<out>.metrics.csv``). This is also the *direct* transfer
-    mode: apply a model trained on one cohort to another."""
+    mode: apply a model trained on one cohort to another. ``model`` runs on ``device`` (``auto``: a GPU if any)."""
     from cxrdistill.models.heads import load_head
     from cxrdistill.training.predict import (attach_metrics, auc_summary, head_scores, model_outputs,
                                              predictions_table)
@@ -325,8 +325,10 @@ def run_evaluate(cohort: str | Path, out: str | Path, *, split: str | None = "te
     if model is None and (embeddings is None or hd is None):
         raise CxrError("give --model CKPT (a classifier, or with --head), or --embeddings STORE with --head HEAD")
     if model is not None:
+        from cxrdistill.models.device import resolve_device
         from cxrdistill.models.network import load_model
 
+        dev = resolve_device(device)
         net, meta = load_model(model)
         sm = meta.get("finetune") or meta.get("student") or meta.get("teacher") or {}
         size = int(size or sm.get("image_size") or 64)
@@ -335,9 +337,9 @@ def run_evaluate(cohort: str | Path, out: str | Path, *, split: str | None = "te
         cache = I.image_cache(df, images_root, size, cache_dir, "resize", progress=not quiet)
         data = I.ImageBatches(cache.array, cache.index_of(ids))
         if hd is not None:
-            scores = head_scores(hd, model_outputs(net, data, "embedding"))
+            scores = head_scores(hd, model_outputs(net, data, "embedding", device=dev))
         else:
-            scores = 1 / (1 + np.exp(-model_outputs(net, data, "logits").astype(np.float64)))
+            scores = 1 / (1 + np.exp(-model_outputs(net, data, "logits", device=dev).astype(np.float64)))
             tasks = list(sm.get("tasks") or [])
     else:
         X, _ = load_embeddings(embeddings, ids)
@@ -351,6 +353,8 @@ def run_evaluate(cohort: str | Path, out: str | Path, *, split: str | None = "te
     write_table(pred, out)
     metrics_path = Path(metrics_out) if metrics_out else out.with_name(out.name.split(".")[0] + ".metrics.csv")
     summary: dict[str, Any] = {"predictions": str(out), "n": int(len(pred)), "tasks": tasks}
+    if model is not None:
+        summary["device"] = str(dev)
     if y is not None:
         metrics = attach_metrics(pred, tasks, n_boot=n_boot, seed=seed, target_fpr=target_fpr)
         write_table(metrics, metrics_path)
