@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from cxrdistill.errors import InputError
+from cxrdistill.evaluation.resample import bin_values, parse_bins as parse_edges
 
 # Bins follow the performance audit's convention (``evaluation.resample``): full edge lists, ``[a,b)`` labels, so
 # that groups carry the same names in audit.json, features_audit.json and probes.json.
@@ -25,8 +26,6 @@ def _num(x: float) -> str:
 
 def bin_numeric(values, edges) -> pd.Series:
     """Numeric values → ``[a,b)`` labels (``evaluation.resample.bin_values``); missing or outside → None."""
-    from cxrdistill.evaluation.resample import bin_values
-
     v = pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(dtype=float)
     return pd.Series(bin_values(v, list(edges)), dtype=object)
 
@@ -47,8 +46,6 @@ def group_order(values) -> list[str]:
 
 def parse_bins(spec: str) -> tuple[str, tuple[float, ...]]:
     """``"age=0,40,60,80,120"`` → ``("age", (0, 40, 60, 80, 120))``: strictly increasing edges (``inf`` allowed)."""
-    from cxrdistill.evaluation.resample import parse_bins as parse_edges
-
     if "=" not in spec:
         raise InputError(f"bins {spec!r} must look like ATTRIBUTE=EDGE,EDGE,…", hint='e.g. --bins "age=0,40,60,80,inf"')
     name, _, rest = spec.partition("=")

@@ -24,6 +24,7 @@ from cxrdistill.evaluation.multitest import CORRECTIONS, adjust_pvalues
 from cxrdistill.evaluation.predictions import (LABEL_KINDS, check_attributes, check_ids, find_tasks, label_column,
                                                task_arrays)
 from cxrdistill.evaluation.resample import DEFAULT_AGE_EDGES, balanced_resample, bin_labels, bin_values
+from cxrdistill.storage.io import clean_json
 
 OVERALL = "(overall)"
 SUMMARY = "(summary)"
@@ -53,8 +54,6 @@ class AuditResult:
 
     def to_json(self) -> dict:
         """The ``audit.json`` document (JSON-safe: NaN/inf become null)."""
-        from cxrdistill.storage.io import clean_json
-
         labels = self.settings["labels"]
         doc: dict = {"schema": "cxrdistill.audit/1", "input": self.input, "settings": self.settings}
         if labels == "both":

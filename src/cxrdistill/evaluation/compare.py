@@ -16,7 +16,10 @@ import numpy as np
 import pandas as pd
 
 from cxrdistill.errors import InputError
+from cxrdistill.evaluation.audit import attribute_labels
 from cxrdistill.evaluation.multitest import CORRECTIONS, adjust_pvalues
+from cxrdistill.evaluation.predictions import read_predictions, task_arrays
+from cxrdistill.storage.io import clean_json
 
 VERDICTS = ("reduced", "amplified", "inherited", "inconclusive")
 DEFAULT_MARGIN = 0.02  # equivalence margin: ± 0.02 on the quantity's own scale (AUC for AUC gaps)
@@ -290,8 +293,6 @@ def bundle_rows(b: AuditBundle) -> pd.DataFrame:
 
 def _predictions_of(b: AuditBundle):
     """The predictions table an audit was computed from (its ``input.path``), or None when it cannot be read."""
-    from cxrdistill.evaluation.predictions import read_predictions
-
     path = ((b.audit or {}).get("input") or {}).get("path")
     if not path:
         return None
@@ -322,9 +323,6 @@ def paired_auc_changes(ref: AuditBundle, other: AuditBundle, *, n_boot: int | No
     audit does), so one replicate gives both models' gaps on the same images. Returns ``{(task, attribute,
     group_a, group_b, metric): (delta, se)}`` for metric ``auc_gap`` (groups None) or ``auc_diff`` (groups sorted,
     delta of |difference|), and why pairing was not possible (or None)."""
-    from cxrdistill.evaluation.audit import attribute_labels
-    from cxrdistill.evaluation.predictions import task_arrays
-
     if not (ref.audit and other.audit):
         return {}, "no audit.json"
     st = ref.audit.get("settings") or {}
@@ -561,8 +559,6 @@ def compare_bundles(bundles: list[AuditBundle], *, alpha: float = 0.05, correcti
 
 
 def _json_rows(tidy: pd.DataFrame, names: list[str], key: list[str]) -> list[dict]:
-    from cxrdistill.storage.io import clean_json
-
     out = []
     kt = tidy[key].astype(object).where(tidy[key].notna(), None)
     groups: dict[tuple, list[int]] = {}

@@ -12,6 +12,8 @@ import numpy as np
 import pandas as pd
 
 from cxrdistill.errors import InputError
+from cxrdistill.storage.io import read_table
+from cxrdistill.storage.store import EmbeddingStore
 
 EMB_PREFIX = "emb_"
 ID_COLUMN = "image_id"
@@ -87,8 +89,6 @@ def read_ids(path: str | Path, id_column: str | None = None) -> list[str]:
     if p.suffix.lower() in {".txt", ".ids"}:
         ids = [line.strip() for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
     else:
-        from cxrdistill.storage.io import read_table
-
         df = use_id_column(read_table(p, dtype={ID_COLUMN: str}), id_column, p, what="ids table")
         ids = df[ID_COLUMN].astype(str).tolist()
     return ids
@@ -122,7 +122,7 @@ def _from_table(df: pd.DataFrame, path: Path, columns: list[str] | None = None,
 def open_embeddings(path: str | Path, ids_path: str | Path | None = None, id_column: str | None = None):
     """An embedding source with ``.ids`` and ``.get(ids) -> float64 array (n × d)`` from any supported input.
 
-    Inputs: an ``EmbeddingStore`` directory (``cxrdistill.storage.store``, read lazily), a ``.npy`` matrix with
+    Inputs: an ``EmbeddingStore`` directory (``cxrdistill.storage.store``), a ``.npy`` matrix with
     its ids in ``ids_path`` or a sidecar ``<name>.ids.txt``, an ``.npz`` with ``embeddings`` (or ``X``) and ``ids``
     arrays, or a CSV/Parquet table with ``image_id`` and ``emb_*`` columns. ``id_column`` names the key of an ids
     table or an embedding table when it is not ``image_id`` (e.g. ``Path``). Pickled objects are never loaded.
@@ -132,11 +132,6 @@ def open_embeddings(path: str | Path, ids_path: str | Path | None = None, id_col
         raise InputError("embeddings not found", path=p, hint="give an embedding store, a .npy/.npz, or a table")
     name = p.name.lower()
     if p.is_dir():
-        try:  # imported lazily: most audits never read a store
-            from cxrdistill.storage.store import EmbeddingStore
-        except ImportError:
-            raise InputError("is a directory but the embedding store module is not available", path=p,
-                             hint="export the embeddings to .npy + ids or a table with emb_* columns") from None
         try:
             store = EmbeddingStore.open(p)
         except (OSError, ValueError, KeyError) as e:
@@ -168,8 +163,6 @@ def open_embeddings(path: str | Path, ids_path: str | Path | None = None, id_col
                 raise InputError("has no 'ids' array", path=p, hint="pass --embedding-ids FILE")
             ids = read_ids(ids_path, id_column)
     else:
-        from cxrdistill.storage.io import read_table
-
         dtype = {ID_COLUMN: str, **({id_column: str} if id_column else {})}
         ids, X = _from_table(read_table(p, dtype=dtype), p, id_column=id_column)
     X = np.asarray(X)
@@ -198,8 +191,6 @@ def load_embeddings(source: str | Path, ids: Sequence[str]) -> tuple[np.ndarray,
     ids = [str(i) for i in ids]
     p = Path(source)
     if p.is_dir() and (p / "manifest.json").exists():
-        from cxrdistill.storage.store import EmbeddingStore
-
         st = EmbeddingStore.open(p)
         miss = st.missing(ids)
         if miss:
@@ -252,8 +243,6 @@ def read_metadata(path: str | Path, split: str | None = None, *, id_column: str 
     """A cohort or predictions table keyed by a unique ``image_id`` (or ``id_column``, copied into ``image_id``),
     optionally filtered to one split. Unnamed index columns are dropped. With ``require_id=False`` (a single table,
     nothing to join) a table without an id column is keyed by its data line numbers instead."""
-    from cxrdistill.storage.io import read_table
-
     p = Path(path)
     dtype = {ID_COLUMN: str, "patient_id": str, **({id_column: str} if id_column else {})}
     df = drop_unnamed(read_table(p, dtype=dtype))

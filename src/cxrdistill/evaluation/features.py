@@ -11,6 +11,7 @@ import pandas as pd
 
 from cxrdistill.errors import InputError
 from cxrdistill.evaluation.attribute_groups import Comparison, build_comparisons, group_order
+from cxrdistill.evaluation.embedding_input import numeric_matrix
 from cxrdistill.evaluation.multitest import CORRECTIONS, adjust_pvalues
 
 SIGNIFICANCE_LEVELS: tuple[float, ...] = (0.05, 0.01, 0.001)
@@ -206,8 +207,6 @@ def audit_feature_columns(table: pd.DataFrame, features: list[str], *, attribute
                           bins: dict | None = None, min_n: int = MIN_GROUP_N,
                           path: object | None = None) -> FeatureAuditResult:
     """KS audit of numeric columns already in a table (each feature weighs 1/F in the bias score)."""
-    from cxrdistill.evaluation.embedding_input import numeric_matrix
-
     if not features:
         raise InputError("no feature columns given", hint="pass --features COL (patterns like 'emb_*' work)")
     table = table.reset_index(drop=True)

@@ -12,6 +12,7 @@ from typing import Iterable
 import numpy as np
 
 from cxrdistill.evaluation import bootstrap as bs
+from cxrdistill.evaluation.predictions import find_tasks, label_column, task_arrays
 
 METRICS = ("auc", "auc_pr", "max_youden", "threshold", "tpr", "fpr", "youden")
 
@@ -111,8 +112,6 @@ def metrics_table(df, tasks: Iterable[str] | None = None, labels: str = "observe
     ``labels``: ``observed`` uses ``y_T``, ``true`` uses ``ytrue_T`` (synthetic ground truth).
     """
     import pandas as pd
-
-    from cxrdistill.evaluation.predictions import find_tasks, label_column, task_arrays
 
     tasks = find_tasks(df, tasks, labels=labels)
     rows = []

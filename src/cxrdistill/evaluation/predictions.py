@@ -9,6 +9,7 @@ from typing import Iterable
 import numpy as np
 
 from cxrdistill.errors import InputError
+from cxrdistill.storage.io import read_table
 
 LABEL_KINDS = ("observed", "true", "both")
 _PREFIX = {"observed": "y_", "true": "ytrue_"}
@@ -21,8 +22,6 @@ def label_column(task: str, kind: str) -> str:
 
 def read_predictions(path: str | Path):
     """Read a predictions table (CSV, optionally gzipped, or Parquet) and check it is non-empty with unique ids."""
-    from cxrdistill.storage.io import read_table
-
     df = read_table(path)
     if len(df) == 0:
         raise InputError("predictions table has no rows", path=path, hint="audit a non-empty predictions file")

@@ -10,6 +10,7 @@ import pandas as pd
 
 from cxrdistill.errors import InputError
 from cxrdistill.evaluation.attribute_groups import DEFAULT_AGE_BINS, MAX_GROUPS, group_labels, group_order
+from cxrdistill.evaluation.resample import bin_labels
 
 _CHUNK = 128  # bootstrap replicates per vectorized block (bounds memory at _CHUNK × n floats)
 
@@ -248,8 +249,6 @@ def probe_attributes(X: np.ndarray, meta_df: pd.DataFrame, attributes: list[str]
         res = probe_attribute(X, lab, folds=folds, seed=seed, groups=None if g is None else g.to_numpy(),
                               n_boot=n_boot, C=C, repeats=repeats, name=a)
         if b is not None:
-            from cxrdistill.evaluation.resample import bin_labels
-
             res["bins"] = bin_labels(list(b))
         if is_num and many:
             ok = col.notna().to_numpy()

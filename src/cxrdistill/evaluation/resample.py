@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from cxrdistill.errors import InputError
+
 # Glocker et al.'s age bins (<=20, 21-30, …, 71-80, >80), expressed as left-closed edges.
 DEFAULT_AGE_EDGES = (0.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, float("inf"))
 MISSING_AGE = "missing"
@@ -39,8 +41,6 @@ def bin_values(values, edges) -> np.ndarray:
 
 def parse_bins(text: str) -> list[float]:
     """``"0,40,60,80,120"`` → strictly increasing edges (at least two)."""
-    from cxrdistill.errors import InputError
-
     try:
         edges = [float(t) for t in str(text).split(",") if t.strip() != ""]
     except ValueError:

@@ -25,8 +25,9 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from cxrdistill.errors import InputError
+from cxrdistill.images.preprocess import PREPROCESS, load_preprocessed
 from cxrdistill.progress import Progress
-from cxrdistill.storage.io import atomic_path, fsync_dir, write_json
+from cxrdistill.storage.io import atomic_path, fsync_dir, write_json, write_parquet
 
 CACHE_FORMAT = "cxrdistill-image-cache"
 CACHE_VERSION = 1
@@ -42,8 +43,6 @@ def _init_worker() -> None:
 
 def _decode_one(task: tuple[int, str, int, str]) -> tuple[int, bytes | None, str | None]:
     """Decode + preprocess one file. Never raises: a bad file comes back as an error message."""
-    from cxrdistill.images.preprocess import load_preprocessed
-
     row, path, size, mode = task
     try:
         return row, load_preprocessed(path, size, mode).tobytes(), None
@@ -169,8 +168,6 @@ class ImageCache:
         ``on_error="raise"`` stops at the first bad file (progress is kept: fix it and rerun to continue);
         ``"skip"`` records it (``ok=False`` in the index, pixels left black) and goes on.
         """
-        from cxrdistill.images.preprocess import PREPROCESS
-
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
         if mode not in PREPROCESS:
@@ -404,8 +401,6 @@ class _BuildState:
 
     def finish(self, ids: list[str], paths: list[str]) -> None:
         import pandas as pd
-
-        from cxrdistill.storage.io import write_parquet
 
         if not self.done.all():  # pragma: no cover - run() either completes or raises
             raise RuntimeError("cache build incomplete")

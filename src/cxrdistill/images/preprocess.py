@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from cxrdistill.images.decode import load_gray
 from cxrdistill.registry import Registry
 
 #: the one pixel normalisation of every network here: x = (u8 / 255 − MEAN) / STD (students, teachers, ONNX)
@@ -69,7 +70,5 @@ def preprocess(img: np.ndarray, size: int, mode: str = "resize") -> np.ndarray:
 
 def load_preprocessed(path, size: int, mode: str = "resize") -> np.ndarray:
     """``load_gray`` + ``preprocess``, letting JPEG decode at reduced scale when that cannot change the result much."""
-    from cxrdistill.images.decode import load_gray
-
     # libjpeg DCT scaling keeps the short side ≥ 2×size, so the antialiased resize still does the final reduction.
     return preprocess(load_gray(path, draft=2 * int(size)), size, mode)

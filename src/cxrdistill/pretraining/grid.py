@@ -36,6 +36,7 @@ from cxrdistill.pretraining.finetune import finetune
 from cxrdistill.pretraining.methods import PRETRAINERS
 from cxrdistill.pretraining.pretrain import pretrain
 from cxrdistill.storage.io import atomic_open, atomic_path, clean_json, read_table, write_json, write_table
+from cxrdistill.synth import render_batch
 from cxrdistill.training.inputs import default_tasks
 
 INIT_LABELS = {"random": "random", "imagenet": "ImageNet", "supervised": "in-domain supervised",
@@ -66,8 +67,6 @@ def policy_name(value: Any) -> str:
 def synthetic_pretraining_cohort(n: int, size: int, seed: int, scenario: str = "none",
                                  val_fraction: float = 0.1) -> tuple[pd.DataFrame, np.ndarray]:
     """A synthetic pretraining cohort rendered in memory, split by patient into train / val."""
-    from cxrdistill.synth import render_batch
-
     images, df = render_batch(int(n), int(size), seed=int(seed), scenario=scenario)
     patients = df["patient_id"].astype(str).unique()
     rng = np.random.default_rng(seed)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 
 from cxrdistill.report.html import esc, figure, page, paragraph, section, table
+from cxrdistill.storage.io import atomic_open, write_json, write_parquet
 
 
 def _num(x, fmt="{:.3f}") -> str:
@@ -198,8 +199,6 @@ def write_audit(res, out_dir, title: str = "Performance audit") -> dict:
     """Write an audit's files atomically: the tidy tables, report.html, and audit.json last (its presence means the
     audit is complete). Returns the audit.json document."""
     from pathlib import Path
-
-    from cxrdistill.storage.io import atomic_open, write_json, write_parquet
 
     out_dir = Path(out_dir)
     doc = res.to_json()

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from cxrdistill.evaluation.attribute_groups import group_order, is_binned
-from cxrdistill.report.colors import group_colors
+from cxrdistill.report.colors import group_colors, model_color
 
 def png_bytes(fig, dpi: int = 110) -> bytes:
     buf = io.BytesIO()
@@ -183,8 +183,6 @@ def compare_forest(tidy: pd.DataFrame, models: list[str], *, max_rows: int = 15)
     """The tested bias quantities that changed most: one row per quantity, one marker (±95% CI) per model in its
     fixed colour. Only the ``max_rows`` largest changes are drawn; the report lists every quantity in a table."""
     from matplotlib.figure import Figure
-
-    from cxrdistill.report.colors import model_color
 
     t = tidy[tidy["test"] == "z"].copy()
     if t.empty:

@@ -7,9 +7,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from cxrdistill.storage.io import atomic_open
+from cxrdistill.errors import CxrError
+from cxrdistill.report.feature_report import side_by_side, verdict_rule
 from cxrdistill.report.html import (bullets, esc, figure, markdown_tables, page, pair, paragraph, section, table,
                                     toc)
+from cxrdistill.storage.io import atomic_open
+from cxrdistill.synth.scenario import scenario_from_dict
 
 
 def _png(path: Path, caption: str) -> str:
@@ -79,9 +82,6 @@ _SPLIT_ORDER = {"train": 0, "val": 1, "test": 2}
 def _planted(planted: dict) -> str:
     """The synthetic cohort's planted mechanisms as a table (the raw scenario JSON folded underneath)."""
     import pandas as pd
-
-    from cxrdistill.errors import CxrError
-    from cxrdistill.synth.scenario import scenario_from_dict
 
     raw = planted.get("scenario", planted)
     out = []
@@ -283,8 +283,6 @@ def _compare_doc(run_dir: Path) -> dict:
 
 def _propagation(run_dir: Path, res: dict) -> str:
     import pandas as pd
-
-    from cxrdistill.report.feature_report import side_by_side, verdict_rule
 
     p = run_dir / "audit" / "compare" / "compare.parquet"
     if not p.exists():

@@ -14,6 +14,7 @@ from scipy import ndimage
 
 from cxrdistill.registry import Registry
 from cxrdistill.synth.anatomy import Anatomy, Chest, heart_shape, lung_lateral, lung_shape, smoothstep
+from cxrdistill.synth.bones import rib_center
 from cxrdistill.synth.scenario import MANIFESTATIONS
 
 
@@ -307,8 +308,6 @@ PAINTERS.register("pleural_other")(Painter(paint=_pleural_other))
 
 
 def _fracture(cv: Canvas, rng: np.random.Generator, k: float, variant: str) -> None:
-    from cxrdistill.synth.bones import rib_center
-
     ch, a = cv.ch, cv.ch.a
     right = bool(rng.random() < 0.5)
     i = int(rng.integers(3, 8))

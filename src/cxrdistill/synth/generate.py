@@ -16,8 +16,10 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
+from cxrdistill import __version__
 from cxrdistill.errors import InputError
 from cxrdistill.storage.io import atomic_open, clean_json, write_json
+from cxrdistill.synth.preview import contact_sheet
 from cxrdistill.synth.render import ImageSpec, render_spec
 from cxrdistill.synth.sample import CHEXPERT_LABELS, manifestation_of, sample_cohort
 from cxrdistill.synth.scenario import FINDINGS, PATHOLOGIES, Scenario, load_scenario
@@ -246,7 +248,6 @@ def generate(out_dir: "str | os.PathLike", n: int, size: int = 128, seed: int = 
         split = df.drop_duplicates("patient_id")[["patient_id", "synth_split"]].rename(columns={"synth_split": "split"})
         with atomic_open(tmp / "split.csv", "w", encoding="utf-8", newline="") as fh:
             split.to_csv(fh, index=False, lineterminator="\n")
-        from cxrdistill import __version__
 
         write_json(clean_json({"scenario": sc.model_dump(mode="json"), "resolved": sc.resolved(),
                     "generator": {"n": int(n), "size": int(size), "seed": int(seed), "cxrdistill": __version__,
@@ -257,8 +258,6 @@ def generate(out_dir: "str | os.PathLike", n: int, size: int = 128, seed: int = 
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     if preview is not None:
-        from cxrdistill.synth.preview import contact_sheet
-
         contact_sheet(out, csv, preview)
     return csv
 

@@ -26,6 +26,9 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import pandas as pd
 
+from cxrdistill import __version__
+from cxrdistill.cohorts.readers import READERS
+from cxrdistill.cohorts.validate import load_cohort
 from cxrdistill.errors import InputError
 from cxrdistill.storage.io import atomic_open, write_json
 from cxrdistill.synth.generate import check_render_args
@@ -46,16 +49,12 @@ def read_like(path: str | os.PathLike) -> pd.DataFrame:
     p = Path(path)
     name = p.name.lower()
     if name.endswith((".parquet", ".pq")):
-        from cxrdistill.cohorts.validate import load_cohort
-
         df = load_cohort(p, check="ids")
         if "patient_id" not in df.columns:
             raise InputError("not a cohort table: no such column", path=p, column="patient_id",
                              hint="give a cohort Parquet from `cxrdistill cohort import`, or a CheXpert csv")
         return df
     if name.endswith((".csv", ".csv.gz")):
-        from cxrdistill.cohorts.readers import READERS
-
         return READERS.get("chexpert")(p)
     raise InputError("unknown table type", path=p,
                      hint="give a cohort .parquet (from `cxrdistill cohort import`) or a CheXpert-style .csv[.gz]")
@@ -264,7 +263,6 @@ def generate_like(out_dir: str | os.PathLike, like: str | os.PathLike | pd.DataF
                                  "and seed)", path=out, hint="choose another directory or pass --overwrite")
             shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
-    from cxrdistill import __version__
 
     info = {"key": key, "like": source, "images": int(len(csv)), "size": int(size), "seed": int(seed),
             "cxrdistill": __version__, "layout": "CheXpert train.csv; Path relative to this directory",

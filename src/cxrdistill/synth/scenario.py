@@ -25,6 +25,7 @@ from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationI
 from cxrdistill.cohorts.schema import CHEXPERT_FINDINGS
 from cxrdistill.errors import InputError, config_problems
 from cxrdistill.registry import Registry
+from cxrdistill.synth.glyphs import GLYPHS
 
 FINDINGS: list[str] = list(CHEXPERT_FINDINGS)
 # Findings that can be present (``no_finding`` is derived: no disease among DISEASES).
@@ -103,8 +104,6 @@ class Site(BaseModel):
     @field_validator("marker")
     @classmethod
     def _glyphs(cls, v: str) -> str:
-        from cxrdistill.synth.glyphs import GLYPHS
-
         bad = [c for c in v.upper() if c not in GLYPHS]
         if bad:
             raise ValueError(f"marker character {bad[0]!r} is not drawable; use A-Z and 0-9")

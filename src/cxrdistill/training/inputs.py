@@ -12,7 +12,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from cxrdistill.cohorts.policies import build_targets
+from cxrdistill.cohorts.schema import label_columns
 from cxrdistill.errors import CxrError, InputError
+from cxrdistill.images.cache import ImageCache, source_hash
 from cxrdistill.images.preprocess import MEAN, STD
 
 
@@ -91,8 +94,6 @@ def split_index(df, split: str, path=None, required: bool = True) -> np.ndarray:
 
 def default_tasks(df, tasks: Sequence[str] | None = None, path=None) -> list[str]:
     """The requested tasks (checked), or every label column with at least one positive."""
-    from cxrdistill.cohorts.schema import label_columns
-
     labels = label_columns(df)
     if tasks:
         for t in tasks:
@@ -108,8 +109,6 @@ def default_tasks(df, tasks: Sequence[str] | None = None, path=None) -> list[str
 
 
 def targets(df, tasks: Sequence[str], policy="u-ignore", blank: str = "zero") -> np.ndarray:
-    from cxrdistill.cohorts.policies import build_targets
-
     return build_targets(df, list(tasks), policy, blank=blank)
 
 
@@ -123,8 +122,6 @@ def image_cache(df, images_root: str | os.PathLike, size: int, cache_root: str |
     """The uint8 cache of every image of ``df`` at ``size`` px, built once and shared by every stage and run
     (its directory is named by a hash of ids, paths, size and mode). ``workers``: decoding processes (default 2,
     or 1 for small cohorts, where starting processes costs more than it saves)."""
-    from cxrdistill.images.cache import ImageCache, source_hash
-
     if "path" not in df.columns:
         raise InputError("cohort has no path column", column="path", hint="image stages need image paths")
     h = source_hash(df["image_id"].astype(str).tolist(), df["path"].astype(str).tolist(), int(size), mode)

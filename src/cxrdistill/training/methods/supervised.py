@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from cxrdistill.evaluation.quick import mean_auc, mean_group_aucs
 from cxrdistill.losses.classification import CLS_LOSSES
 from cxrdistill.training.method import METHODS, Method
 
@@ -36,8 +37,6 @@ def collect_scores(model, batches, fn=None) -> dict[str, Any]:
 def classification_metrics(scores: dict[str, Any]) -> dict[str, float]:
     """Mean AUC over tasks with both classes; with groups, the mean worst-group AUC and mean AUC gap as well."""
     import numpy as np
-
-    from cxrdistill.evaluation.quick import mean_auc, mean_group_aucs
 
     y, s = scores["y"], scores["logits"]
     out = {"val_auc": mean_auc(y, s)}

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cxrdistill.errors import CxrError
 from cxrdistill.images.preprocess import MEAN, STD
 from cxrdistill.losses.classification import CLS_LOSSES
 from cxrdistill.training.method import METHODS, Method
@@ -102,8 +103,6 @@ class TeacherPretrain(Method):
     def __init__(self, contrastive: float = 0.1, kind: str = "supcon", temperature: float = 0.1, loss: str = "bce",
                  augment: bool = True, mean: float = MEAN, std: float = STD):
         if kind not in CONTRASTIVE_KINDS:
-            from cxrdistill.errors import CxrError
-
             raise CxrError(f"unknown contrastive kind {kind!r}; choose one of: {', '.join(CONTRASTIVE_KINDS)}")
         self.weight, self.kind, self.temperature = float(contrastive), kind, float(temperature)
         self.loss = CLS_LOSSES.create(loss)
