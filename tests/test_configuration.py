@@ -163,8 +163,9 @@ def _fair(tmp_path, layer):
     from cxrdistill.commands.fair import _build_config
 
     path = _yaml(tmp_path, "seeds: [3]\n") if layer >= 1 else None
-    return _build_config(path, [], "4" if layer >= 2 else None, None, {}, ["seeds=[5]"] if layer >= 3 else None,
-                         {}).seeds
+    run = {"config": path, "set_": ["seeds=[5]"] if layer >= 3 else None, "epochs": None, "batch_size": None,
+           "lr": None}
+    return _build_config(run, [], "4" if layer >= 2 else None, None, {}).seeds
 
 
 def _fairkd(tmp_path, layer):

@@ -15,6 +15,10 @@ _WORKERS = typer.Option(2, "--workers", min=1, help="image decoding processes fo
 _FRESH = typer.Option(False, "--fresh", help="start over instead of resuming / reusing")
 _SET = typer.Option(None, "--set", help="override a config key, e.g. train.lr=3e-4 (repeatable)")
 _DEVICE = C.device_option(None, help=C.DEVICE_HELP + " [auto]")
+#: the options every pretraining command takes, after its own: device, overrides, the image cache, how a re-run
+#: starts, and what is printed
+_RUN = {"device": (Optional[str], _DEVICE), "set_": (Optional[List[str]], _SET), "cache_dir": (Optional[str], _CACHE),
+        "workers": (int, _WORKERS), "fresh": (bool, _FRESH), "quiet": (bool, C.quiet_option())}
 
 
 def _csv(values: Optional[List[str]]) -> Optional[List[str]]:
@@ -25,8 +29,7 @@ def _csv(values: Optional[List[str]]) -> Optional[List[str]]:
     return out or None
 
 
-def _load_cohort_and_images(cohort: str, images_root: Optional[str], size: int, cache_dir: Optional[str],
-                            workers: int, quiet: bool):
+def _load_cohort_and_images(cohort: str, images_root: Optional[str], size: int, run: dict):
     from cxrdistill.cohorts.validate import load_cohort
     from cxrdistill.errors import InputError
     from cxrdistill.training import inputs as I
@@ -34,7 +37,8 @@ def _load_cohort_and_images(cohort: str, images_root: Optional[str], size: int, 
     if images_root is None:
         raise InputError("the images are needed", hint="pass --images-root DIR (the root of the cohort's paths)")
     df = load_cohort(cohort, check="ids")
-    cache = I.image_cache(df, images_root, size, cache_dir, "resize", workers=workers, progress=not quiet)
+    cache = I.image_cache(df, images_root, size, run["cache_dir"], "resize", workers=run["workers"],
+                          progress=not run["quiet"])
     return df, cache
 
 
@@ -46,6 +50,7 @@ def _logger(quiet: bool):
                                                            flush=True))
 
 
+@C.with_options(_RUN)
 def pretrain_cmd(
     method: str = typer.Option("supervised", "--method", help="supervised (view/sex/age) | barlow (Barlow Twins)"),
     cohort: str = typer.Option(..., "--cohort", help="pretraining cohort table (its train split; val for "
@@ -69,14 +74,9 @@ def pretrain_cmd(
     meta_tasks: Optional[List[str]] = typer.Option(None, "--meta-task",
                                                    help="supervised: frontal, ap_pa, sex, age (repeatable)"),
     seed: Optional[int] = C.seed_option(None, help="Seed of the initialisation and the data order [0]."),
-    device: Optional[str] = _DEVICE,
     config: Optional[str] = typer.Option(None, "--config", help="YAML with the PretrainConfig keys"),
-    set_: Optional[List[str]] = _SET,
     run_dir: Optional[str] = typer.Option(None, "--run-dir", help="trainer directory (default OUT.run/)"),
-    cache_dir: Optional[str] = _CACHE,
-    workers: int = _WORKERS,
-    fresh: bool = _FRESH,
-    quiet: bool = C.quiet_option(),
+    **run,
 ) -> None:
     """Pretrain a backbone on a chest X-ray cohort; the checkpoint starts any fine-tune or student."""
     from cxrdistill.pretraining.config import PretrainConfig, load_config
@@ -87,18 +87,20 @@ def pretrain_cmd(
         "method": method, "backbone": backbone, "init": init, "augment": augment, "multi_instance": multi_instance,
         "lambd": lambd, "projector": proj, "meta_tasks": _csv(meta_tasks), "train.epochs": epochs,
         "train.batch_size": batch_size, "train.lr": lr, "train.weight_decay": weight_decay, "train.seed": seed,
-        "train.device": device, "train.progress": not quiet}, set_)
+        "train.device": run["device"], "train.progress": not run["quiet"]}, run["set_"])
     from cxrdistill.pretraining.methods import PRETRAINERS
 
     PRETRAINERS.get(cfg.method)  # an unknown method fails before any image is read
-    df, cache = _load_cohort_and_images(cohort, images_root, size, cache_dir, workers, quiet)
-    res = pretrain(cfg, df, cache, out, run_dir=run_dir, fresh=fresh, log=_logger(quiet), cache_dir=cache_dir)
+    df, cache = _load_cohort_and_images(cohort, images_root, size, run)
+    res = pretrain(cfg, df, cache, out, run_dir=run_dir, fresh=run["fresh"], log=_logger(run["quiet"]),
+                   cache_dir=run["cache_dir"])
     last = (res.get("history") or [{}])[-1]
     C.summary("pretrain run", out, checkpoint=res.get("checkpoint"), method=res.get("method"),
               backbone=res.get("backbone"), epochs=res.get("epochs"), val_loss=last.get("val_loss"),
               train_loss=last.get("train_loss"))
 
 
+@C.with_options(_RUN)
 def finetune_cmd(
     cohort: str = typer.Option(..., "--cohort", help="downstream cohort table with train / val / test splits"),
     images_root: Optional[str] = typer.Option(None, "--images-root", help="directory the cohort's paths are "
@@ -119,13 +121,8 @@ def finetune_cmd(
     augment: Optional[str] = typer.Option(None, "--augment", help="augmentation name (light, none, …)"),
     seed: Optional[int] = C.seed_option(None, help="Seed of the initialisation and the data order [0]."),
     n_boot: Optional[int] = C.n_boot_option(None, help=f"{C.N_BOOT_HELP} [{C.N_BOOT}]"),
-    device: Optional[str] = _DEVICE,
     config: Optional[str] = typer.Option(None, "--config", help="YAML with the PretrainFinetuneConfig keys"),
-    set_: Optional[List[str]] = _SET,
-    cache_dir: Optional[str] = _CACHE,
-    workers: int = _WORKERS,
-    fresh: bool = _FRESH,
-    quiet: bool = C.quiet_option(),
+    **run,
 ) -> None:
     """Fine-tune for pathologies from any initialisation under any label policy (optional auxiliary heads)."""
     from cxrdistill.pretraining.config import PretrainFinetuneConfig, load_config
@@ -135,13 +132,14 @@ def finetune_cmd(
         "init": init, "backbone": backbone, "tasks": _csv(tasks), "label_policy": label_policy, "aux": aux,
         "aux_weight": aux_weight, "augment": augment, "n_boot": n_boot, "train.epochs": epochs,
         "train.batch_size": batch_size, "train.lr": lr, "train.weight_decay": weight_decay, "train.seed": seed,
-        "train.device": device, "train.progress": not quiet}, set_)
-    df, cache = _load_cohort_and_images(cohort, images_root, size, cache_dir, workers, quiet)
-    res = finetune(cfg, df, cache, out, fresh=fresh, log=_logger(quiet), cache_dir=cache_dir)
+        "train.device": run["device"], "train.progress": not run["quiet"]}, run["set_"])
+    df, cache = _load_cohort_and_images(cohort, images_root, size, run)
+    res = finetune(cfg, df, cache, out, fresh=run["fresh"], log=_logger(run["quiet"]), cache_dir=run["cache_dir"])
     C.summary("pretrain finetune", out, model=res["model"], mean_auc=res["observed"]["mean_auc"],
               mean_auc_true=(res.get("true") or {}).get("mean_auc"), epochs=res["epochs"])
 
 
+@C.with_options(_RUN)
 def grid_cmd(
     out: str = C.out_option(),
     config: Optional[str] = typer.Option(None, "--config", help="grid YAML (GridConfig keys)"),
@@ -167,12 +165,7 @@ def grid_cmd(
     size: int = typer.Option(64, "--size", min=8, help=C.SIZE_HELP),
     seed: int = C.seed_option(help="Seed of the synthetic downstream cohort and its split."),
     n_boot: Optional[int] = C.n_boot_option(None, help=f"{C.N_BOOT_HELP} [{C.N_BOOT}]"),
-    device: Optional[str] = _DEVICE,
-    set_: Optional[List[str]] = _SET,
-    cache_dir: Optional[str] = _CACHE,
-    workers: int = _WORKERS,
-    fresh: bool = _FRESH,
-    quiet: bool = C.quiet_option(),
+    **run,
 ) -> None:
     """Fine-tune every init × label policy × aux × seed and write one table (mean AUC per task with CIs)."""
     from pathlib import Path
@@ -193,10 +186,10 @@ def grid_cmd(
         "inits": _csv(inits), "label_policies": _csv(policies), "aux": aux_vals, "seeds": seed_vals,
         "backbone": backbone, "imagenet_weights": imagenet_weights, "tasks": _csv(tasks),
         "pretrain_epochs": pretrain_epochs, "finetune_epochs": finetune_epochs, "pretrain_n": pretrain_n,
-        "n_boot": n_boot, "pretrain.train.device": device, "finetune.train.device": device}, set_)
-    log = _logger(quiet)
+        "n_boot": n_boot, "pretrain.train.device": run["device"], "finetune.train.device": run["device"]}, run["set_"])
+    log = _logger(run["quiet"])
     if cohort:
-        df, images = _load_cohort_and_images(cohort, images_root, size, cache_dir, workers, quiet)
+        df, images = _load_cohort_and_images(cohort, images_root, size, run)
     else:
         from cxrdistill.cohorts.splits import assign_splits
         from cxrdistill.synth import render_batch
@@ -206,9 +199,9 @@ def grid_cmd(
         df = assign_splits(df, (0.6, 0.15, 0.25), seed=seed)
     pdf = pimages = None
     if pretrain_cohort:
-        pdf, pimages = _load_cohort_and_images(pretrain_cohort, pretrain_images_root, size, cache_dir, workers, quiet)
-    table = run_grid(cfg, df, images, out, pretrain_df=pdf, pretrain_images=pimages, log=log, fresh=fresh,
-                     cache_dir=cache_dir)
+        pdf, pimages = _load_cohort_and_images(pretrain_cohort, pretrain_images_root, size, run)
+    table = run_grid(cfg, df, images, out, pretrain_df=pdf, pretrain_images=pimages, log=log, fresh=run["fresh"],
+                     cache_dir=run["cache_dir"])
     typer.echo((Path(out) / "table.md").read_text(encoding="utf-8"))
     log(f"{len(table)} table rows → {Path(out) / 'table.parquet'}")
     C.summary("pretrain grid", out, table=str(Path(out) / "table.parquet"), rows=len(table))
