@@ -8,6 +8,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from cxrdistill.errors import InputError
+from cxrdistill.evaluation.metrics import metrics_table
 
 #: cohort columns copied into predictions tables when present (attributes for audits, ids for resampling)
 PASS_COLUMNS = ["patient_id", "study_id", "sex", "race", "age", "ethnicity", "view", "frontal", "dataset", "split"]
@@ -111,8 +112,6 @@ def attach_metrics(pred, tasks: Sequence[str], n_boot: int = 1000, seed: int = 0
     """The tidy metrics table (task, metric, value, ci_low, ci_high, n, n_pos, reason) of a predictions table,
     observed labels, plus a ``labels`` column; with ``ytrue_T`` columns the ground-truth rows are added."""
     import pandas as pd
-
-    from cxrdistill.evaluation.metrics import metrics_table
 
     parts = []
     for kind, prefix in (("observed", "y_"), ("true", "ytrue_")):
