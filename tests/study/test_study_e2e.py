@@ -81,6 +81,10 @@ def test_the_unlabelled_pool_is_embedded_and_distilled_on_but_never_evaluated(st
     assert not cohort["image_id"].str.startswith("pool/").any()
     store = EmbeddingStore.open(out / "embeddings" / "teacher")  # one store, one pass through the teacher API
     assert store.missing(pool["image_id"].tolist() + cohort["image_id"].tolist()) == []
+    # the distillation table (cohort rows, then the pool's) is written by the embed stage and read by the others
+    table = json.loads((out / "stages" / "embed.json").read_text())["result"]["table"]
+    assert table == str(out / "distill_cohort.parquet")
+    assert pd.read_parquet(table)["image_id"].tolist() == cohort["image_id"].tolist() + pool["image_id"].tolist()
     dist = json.loads((out / "stages" / "distill.json").read_text())["result"]
     assert dist["pool_images"] == 60 and dist["train_images"] == int((cohort["split"] == "train").sum())
     for who in ("teacher", "student"):  # the probes score only labelled test rows

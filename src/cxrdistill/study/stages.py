@@ -89,8 +89,8 @@ def stage_images(ctx: StudyContext) -> dict:
     cache, _ = _images(ctx, pd.read_parquet(ctx.out / "cohort.parquet"))
     out = {"cache": str(cache.dir), "n": len(cache)}
     if "pool" in ctx.results:
-        both = image_cache(pd.read_parquet(_distill_table(ctx)), ctx.results["cohort"]["images_root"], ctx.cfg.size,
-                           ctx.out / "cache", progress=False)
+        both = image_cache(_distill_frame(ctx), ctx.results["cohort"]["images_root"], ctx.cfg.size, ctx.out / "cache",
+                           progress=False)
         out.update(distill_cache=str(both.dir), distill_n=len(both))
     return out
 
@@ -172,20 +172,20 @@ def _render_pool(ctx: StudyContext, root: Path, chunk: int = 5000):
     return pd.concat(parts, ignore_index=True)
 
 
-def _distill_table(ctx: StudyContext) -> Path:
-    """The table the teacher embeds and the student distils on: the cohort, and the pool's rows when there is one
-    (written atomically, so stages that run at once may both write it)."""
+def _distill_frame(ctx: StudyContext):
+    """The cohort's rows followed by the distillation pool's: what the teacher embeds and the student distils on."""
     import pandas as pd
 
-    from cxrdistill.storage.io import write_table
+    return pd.concat([pd.read_parquet(ctx.out / "cohort.parquet"), pd.read_parquet(ctx.results["pool"]["table"])],
+                     ignore_index=True)
 
-    cohort = ctx.out / "cohort.parquet"
+
+def _distill_table(ctx: StudyContext) -> Path:
+    """The table the student distils on: ``cohort.parquet``, or with a pool ``distill_cohort.parquet``, written once
+    by the embed stage (the stage that decides what the teacher embeds)."""
     if "pool" not in ctx.results:
-        return cohort
-    out = ctx.out / "distill_cohort.parquet"
-    df = pd.concat([pd.read_parquet(cohort), pd.read_parquet(ctx.results["pool"]["table"])], ignore_index=True)
-    write_table(df, out)
-    return out
+        return ctx.out / "cohort.parquet"
+    return Path(ctx.results["embed"].get("table") or ctx.out / "distill_cohort.parquet")
 
 
 def _images(ctx: StudyContext, df):
@@ -228,8 +228,19 @@ def _jsonable(obj):
 
 
 def stage_embed(ctx: StudyContext) -> dict:
-    """Query the teacher once for every image of the cohort into ``embeddings/teacher`` (HTTP on loopback for a
-    local teacher when ``teacher.serve``: the study uses the teacher exactly as a black-box API)."""
+    """Query the teacher once for every image of the cohort (and of the pool: ``distill_cohort.parquet``, written here)
+    into ``embeddings/teacher`` (HTTP on loopback for a local teacher when ``teacher.serve``: the study uses the
+    teacher exactly as a black-box API)."""
+    cohort = ctx.out / "cohort.parquet"
+    if "pool" in ctx.results:
+        from cxrdistill.storage.io import write_table
+
+        cohort = ctx.out / "distill_cohort.parquet"
+        write_table(_distill_frame(ctx), cohort)
+    return {**_embed(ctx, cohort), "table": str(cohort)}
+
+
+def _embed(ctx: StudyContext, cohort: Path) -> dict:
     import shutil
 
     from cxrdistill.teachers.client import embed_cohort
@@ -237,7 +248,6 @@ def stage_embed(ctx: StudyContext) -> dict:
 
     t = ctx.cfg.teacher
     store = ctx.out / "embeddings" / "teacher"
-    cohort = _distill_table(ctx)
     root = ctx.results["cohort"]["images_root"]
     if store.exists():
         shutil.rmtree(store)  # the cache key changed: the teacher or the cohort is new
