@@ -115,3 +115,28 @@ def test_mechanisms_list_every_planted_knob_and_nothing_neutral():
     assert ("White", "underdiagnosis") not in by and ("site B", "acquisition") in by
     neutral = SCENARIOS.create("none").mechanisms()
     assert {r["mechanism"] for r in neutral} == {"representation"}
+
+
+def test_the_built_in_scenarios_file_is_the_user_format():
+    """Every named scenario comes from configs/synth_scenarios.yaml and loads from that file as a user's would;
+    the known-answer controls share one cue and one faint effusion (YAML anchors), and conflict_hidden is conflict
+    with race hidden."""
+    import yaml
+
+    from cxrdistill.synth.scenario import NAMED_SCENARIOS_FILE, scenario_from_dict
+
+    entries = yaml.safe_load(NAMED_SCENARIOS_FILE.read_text(encoding="utf-8"))
+    assert sorted(entries) == SCENARIOS.names()
+    for name, entry in entries.items():
+        sc = scenario_from_dict({"name": name, **entry})
+        assert sc == SCENARIOS.create(name) and sc.name == name and sc.description
+    conflict, hidden = SCENARIOS.create("conflict"), SCENARIOS.create("conflict_hidden")
+    assert hidden.demographics == 0 and conflict.demographics == 1
+    assert hidden.model_dump(exclude={"name", "description", "demographics"}) == \
+        conflict.model_dump(exclude={"name", "description", "demographics"})
+    white, black = conflict.groups["White"].shortcut, conflict.groups["Black"].shortcut
+    assert (white.p_positive, white.p_negative, black.p_positive, black.p_negative) == (0.1, 0.5, 0.9, 0.1)
+    assert white.model_dump(exclude={"p_positive", "p_negative"}) == black.model_dump(exclude={"p_positive",
+                                                                                                "p_negative"})
+    assert black.test == "same" and black.shape == "triangle"
+    assert SCENARIOS.create("spurious").groups["Black"].visibility == {"pleural_effusion": 0.45}
