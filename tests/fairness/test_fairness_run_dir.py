@@ -1,6 +1,6 @@
-"""The run directories of a fairness comparison and of its segmentation twin (``runs/<method>/seed<s>/``): a run that
-died after its first epoch resumes and ends where an uninterrupted one ends; a finished run is reused; a changed setting starts
-that run over (its directory emptied) instead of resuming another configuration's checkpoint."""
+"""The run directories of a fairness comparison and of its segmentation twin (``runs/<method>/seed<s>/``): a run
+that died after its first epoch resumes and ends where an uninterrupted one ends; a finished run is reused; a changed
+setting starts that run over (its directory emptied) instead of resuming another configuration's checkpoint."""
 from __future__ import annotations
 
 import json

@@ -53,7 +53,7 @@ def test_open_finish_reuse_and_refuse(tmp_path):
 def test_a_checkpoint_without_a_stamp_is_refused(tmp_path):
     d = tmp_path / "run"
     _checkpoint(d)
-    with pytest.raises(InputError, match="checkpoint without run.json.* use another --run-dir"):
+    with pytest.raises(InputError, match="checkpoint whose run.json is missing or unreadable.* use another --run-dir"):
         open_run(d, "demo", {"lr": 0.1}, {}, hint="use another --run-dir")
 
 

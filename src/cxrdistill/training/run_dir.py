@@ -105,7 +105,8 @@ def prepare_run_dir(out: str | Path, stage: str, cfg, inputs: dict[str, Any], fr
         if old != resolved:
             what = (f"holds a {old.get('stage') or 'training'} run with another configuration or inputs (settings "
                     f"that differ: {', '.join(differences(old, resolved)[:6])})" if old
-                    else "holds a checkpoint without run.json, so it cannot be told to be this run")
+                    else "holds a checkpoint whose run.json is missing or unreadable, so it cannot be told to be "
+                    "this run")
             raise InputError(what, path=out, hint=hint)
     out.mkdir(parents=True, exist_ok=True)
     write_json(clean_json(resolved), out / "run.json")
