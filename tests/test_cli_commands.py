@@ -130,6 +130,13 @@ def test_every_option_has_help_text(tree):
     assert not missing, missing
 
 
+def test_bracketed_defaults_in_help_are_shown_as_written(capsys):
+    """A help text's "[auto]" is text, not rich markup to be dropped."""
+    _help(["distill", "--help"])
+    out = capsys.readouterr().out
+    assert "[mobilenetv3_small_050]" in out and "[auto]" in out and "[distill]" in out
+
+
 def test_flags_have_no_value_placeholder_and_defaults_show_once(tree):
     twice = []
     for path, c in _visible(tree).items():
