@@ -1,6 +1,7 @@
 """``--device`` on the commands that run a model without training it (evaluate, export-onnx, embed with an in-process
 teacher, teacher serve, teacher info): the device asked for is the one used (and named in the JSON summary), and a
-device this machine does not have is one clear error line, never a traceback."""
+device this machine does not have is one clear error line, never a traceback (for the training commands too, before
+any image is read)."""
 from __future__ import annotations
 
 import json
@@ -122,7 +123,7 @@ def test_teacher_serve_serves_from_the_device(tmp_path):
 
 
 @pytest.mark.skipif(not NO_GPU, reason="this machine has a CUDA GPU")
-@pytest.mark.parametrize("command", ["evaluate", "export-onnx", "embed", "teacher serve", "teacher info"])
+@pytest.mark.parametrize("command", ["evaluate", "export-onnx", "embed", "teacher serve", "teacher info", "probe"])
 def test_a_missing_gpu_is_one_clear_error(command, data, tmp_path, capsys):
     argv = {
         "evaluate": _evaluate(data, tmp_path / "pred.csv", "cuda"),
@@ -131,6 +132,8 @@ def test_a_missing_gpu_is_one_clear_error(command, data, tmp_path, capsys):
                   data["images"], "--out", str(tmp_path / "store"), "--device", "cuda"],
         "teacher serve": ["teacher", "serve", "timm:resnet10t", "--port", "0", "--device", "cuda"],
         "teacher info": ["teacher", "info", "timm:resnet10t", "--device", "cuda"],
+        "probe": ["probe", "--cohort", data["cohort"], "--model", data["model"], "--images-root", data["images"],
+                  "--out", str(tmp_path / "store"), "--set", "train.device=cuda"],  # from --set, checked at once
     }[command]
     with pytest.raises(SystemExit) as e:
         main(argv)

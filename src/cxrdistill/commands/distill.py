@@ -34,11 +34,14 @@ _RUN = {"seed": (Optional[int], _SEED), "device": (Optional[str], _DEVICE), "con
 
 def _config(stage: str, run: dict, options: dict):
     """The stage's configuration: package defaults ← ``--config`` ← the options (with ``--seed``, ``--device``) ←
-    ``--set``."""
+    ``--set``; its device is checked here, before any image is read."""
+    from cxrdistill.models.device import resolve_device
     from cxrdistill.training.run_config import load_config
 
-    return load_config(stage, run["config"], {**options, "train.seed": run["seed"], "train.device": run["device"]},
-                       run["set_"])
+    cfg = load_config(stage, run["config"], {**options, "train.seed": run["seed"], "train.device": run["device"]},
+                      run["set_"])
+    resolve_device(cfg.train.device)
+    return cfg
 
 
 def _resume(run: dict) -> dict:
