@@ -411,14 +411,17 @@ async def _extract(backend, items: list[tuple[str, Path]], store: _Sink, *, batc
                    size: int | None, max_side: int | None, mode: str, on_error: str,
                    progress: Callable[[int], None], skipped: list) -> int:
     """Batches go out ``concurrency`` at a time and are stored strictly in cohort order: a finished batch waits for
-    those before it (at most ``2 × concurrency`` batches are started and not yet stored)."""
+    those before it (at most ``2 × concurrency`` batches are started and not yet stored). Decoding runs ahead of the
+    requests: while ``concurrency`` batches are with the teacher, the next ones are decoded and encoded, so that a
+    worker whose answer arrives sends its next batch at once."""
     loop = asyncio.get_running_loop()
-    batches = iter(enumerate(items[s:s + batch_size] for s in range(0, len(items), batch_size)))
+    batches = enumerate(items[s:s + batch_size] for s in range(0, len(items), batch_size))
+    ready: asyncio.Queue = asyncio.Queue(maxsize=max(1, concurrency))  # prepared batches waiting for a worker
     results: dict[int, tuple[list[tuple[str, str]], list[str], Any]] = {}
     window = asyncio.Semaphore(2 * max(1, concurrency))
     store_lock = asyncio.Lock()
     state = {"next": 0, "done": 0}
-    pool = ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="embed-prep")
+    pool = ThreadPoolExecutor(max_workers=max(1, concurrency) + 1, thread_name_prefix="embed-prep")  # + the store
 
     def prepare(batch):
         pixels, ok, bad = _load_batch([p for _, p in batch], size, mode, on_error, max_side)
@@ -436,15 +439,20 @@ async def _extract(backend, items: list[tuple[str, Path]], store: _Sink, *, batc
                 progress(len(ids) + len(bad))
                 window.release()
 
+    async def feeder():
+        for k, batch in batches:
+            await window.acquire()
+            await ready.put((k, batch, loop.run_in_executor(pool, prepare, batch)))
+        for _ in range(max(1, concurrency)):
+            await ready.put(None)  # one end marker per worker
+
     async def worker():
         while True:
-            await window.acquire()
-            try:
-                k, batch = next(batches)  # a shared iterator: each batch goes to exactly one worker
-            except StopIteration:
-                window.release()
+            item = await ready.get()
+            if item is None:
                 return
-            ok, bad, payload = await loop.run_in_executor(pool, prepare, batch)
+            k, batch, prepared = item
+            ok, bad, payload = await prepared
             bad = [(batch[j][0], err) for j, err in bad]
             ids: list[str] = []
             emb = None
@@ -460,7 +468,7 @@ async def _extract(backend, items: list[tuple[str, Path]], store: _Sink, *, batc
             results[k] = (bad, ids, emb)
             await commit()
 
-    tasks = [asyncio.create_task(worker()) for _ in range(max(1, concurrency))]
+    tasks = [asyncio.create_task(feeder()), *(asyncio.create_task(worker()) for _ in range(max(1, concurrency)))]
     try:
         await asyncio.gather(*tasks)
     except BaseException:
