@@ -29,7 +29,7 @@ from cxrdistill.pretraining.methods.supervised_meta import age_stats, meta_targe
 from cxrdistill.storage.io import atomic_path, clean_json, write_json, write_table
 from cxrdistill.training.inputs import ImageBatches, default_tasks
 from cxrdistill.training.predict import attach_metrics, auc_summary, model_outputs, predictions_table
-from cxrdistill.training.run_dir import RunLog, finished_run, prepare_run_dir, run_changed
+from cxrdistill.training.run_dir import RunLog, open_run
 from cxrdistill.training.trainer import Trainer
 
 
@@ -56,11 +56,6 @@ def finetune(cfg: PretrainFinetuneConfig | dict | None, cohort_df, images, out: 
     df = cohort_df.reset_index(drop=True)
     pixels, rows = resolve_images(images, df)
     inputs = {"cohort": cohort_fingerprint(df, pixels, rows), "init_file": init_fingerprint(cfg.init)}
-    if reuse and not fresh:
-        done = finished_run(out, "finetune.json", "pretraining-finetune", cfg, inputs)
-        if done is not None:
-            return done
-    fresh = fresh or (restart_changed and run_changed(out, "pretraining-finetune", cfg, inputs))
     tasks = default_tasks(df, cfg.tasks)
     tr, va, ev = split_rows(df, "train"), split_rows(df, "val"), split_rows(df, cfg.eval_split)
     for name, idx in (("train", tr), (cfg.eval_split, ev)):
@@ -68,7 +63,10 @@ def finetune(cfg: PretrainFinetuneConfig | dict | None, cohort_df, images, out: 
             raise InputError(f"no rows in split {name!r}", column="split",
                              hint="fine-tuning needs train and evaluation splits (`cxrdistill cohort split`)")
     Y, Yev = targets_for(cfg, df, tasks)
-    prepare_run_dir(out, "pretraining-finetune", cfg, inputs, fresh)
+    run = open_run(out, "pretraining-finetune", cfg, inputs, summary="finetune.json", fresh=fresh, reuse=reuse,
+                   on_change="restart" if restart_changed else "refuse")
+    if run.done is not None:
+        return run.done
     log = log or RunLog(out, quiet=True)
     torch.manual_seed(cfg.train.seed)
     net, init_info = build_init(cfg.init, cfg.backbone, len(tasks), cache_dir=cache_dir)

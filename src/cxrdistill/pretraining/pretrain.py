@@ -15,7 +15,7 @@ from cxrdistill.pretraining.data import cohort_fingerprint, image_size, resolve_
 from cxrdistill.pretraining.inits import build_init, init_fingerprint
 from cxrdistill.pretraining.methods import PRETRAINERS
 from cxrdistill.storage.io import clean_json, write_json
-from cxrdistill.training.run_dir import RunLog, finished_run, prepare_run_dir, run_changed
+from cxrdistill.training.run_dir import RunLog, open_run
 from cxrdistill.training.trainer import Trainer
 
 
@@ -42,12 +42,11 @@ def pretrain(cfg: PretrainConfig | dict | None, cohort_df, images, out: str | Pa
     out = Path(out)
     run_dir = Path(run_dir) if run_dir else out.with_name(out.name + ".run")
     inputs = {"cohort": cohort_fingerprint(df, pixels, rows), "init_file": init_fingerprint(cfg.init)}
-    if reuse and not fresh and out.exists():
-        done = finished_run(run_dir, "pretrain.json", "pretrain", cfg, inputs)
-        if done is not None and done.get("checkpoint") == str(out):
-            return done
-    fresh = fresh or (restart_changed and run_changed(run_dir, "pretrain", cfg, inputs))
-    prepare_run_dir(run_dir, "pretrain", cfg, inputs, fresh)
+    run = open_run(run_dir, "pretrain", cfg, inputs, summary="pretrain.json", fresh=fresh, reuse=reuse,
+                   on_change="restart" if restart_changed else "refuse",
+                   is_done=lambda done: done.get("checkpoint") == str(out) and out.exists())
+    if run.done is not None:
+        return run.done
     log = log or RunLog(run_dir, quiet=True)
     torch.manual_seed(cfg.train.seed)
     init_info: dict[str, Any] = {}
