@@ -54,3 +54,10 @@ def test_killed_teacher_pretrain_resumes_from_out_run(tmp_path, die_once_at_epoc
     assert exc.value.code == 2
     msg = capsys.readouterr().err
     assert str(run) in msg and "config.lr" in msg and "use another --run-dir" in msg
+
+    # ... or started over when asked to (the study's teacher stage, whose settings changed)
+    from cxrdistill.teachers.pretrain import TeacherPretrainConfig, pretrain_teacher
+
+    cfg = TeacherPretrainConfig(n=40, size=32, backbone="resnet10t", epochs=2, batch_size=16, workers=1, lr=0.01)
+    pretrain_teacher(killed, cfg, run_dir=run, progress=False, restart_changed=True)
+    assert started == [0, 1, 1, 0, 1] and json.loads((run / "run.json").read_text())["config"]["lr"] == 0.01

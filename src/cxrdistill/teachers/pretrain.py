@@ -67,12 +67,13 @@ def render_pretraining_cohort(cfg: TeacherPretrainConfig):
 
 
 def pretrain_teacher(out: str | Path, cfg: TeacherPretrainConfig | None = None, *, run_dir: str | Path | None = None,
-                     progress: bool = True, log: Callable[[str], None] | None = None) -> dict:
+                     progress: bool = True, log: Callable[[str], None] | None = None,
+                     restart_changed: bool = False) -> dict:
     """Render the pretraining cohort, train the teacher, save it to ``out``; return a summary (times, AUCs, size).
 
     ``run_dir``: keep per-epoch checkpoints there, so that a killed run resumes (worth it for long GPU runs); it
-    resumes only the run it was made for (another configuration is refused), and when that run finished and ``out``
-    exists its summary is returned at once.
+    resumes only the run it was made for (another configuration is refused, or started over with ``restart_changed``),
+    and when that run finished and ``out`` exists its summary is returned at once.
     """
     import torch
 
@@ -91,6 +92,7 @@ def pretrain_teacher(out: str | Path, cfg: TeacherPretrainConfig | None = None, 
     if run_dir is not None:
         run = open_run(run_dir, "teacher-pretrain", cfg.model_dump(exclude={"workers", "device"}), {},
                        summary="teacher_pretrain.json", is_done=lambda s: s.get("out") == str(out) and out.exists(),
+                       on_change="restart" if restart_changed else "refuse",
                        hint="use another --run-dir, or delete it to start over")
         if run.done is not None:
             log(f"{run_dir} holds this finished run: {out} is up to date")
