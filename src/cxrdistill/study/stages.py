@@ -211,8 +211,9 @@ def stage_teacher(ctx: StudyContext) -> dict:
         from cxrdistill.teachers.pretrain import pretrain_teacher
 
         ckpt = ctx.path("teacher", "teacher.safetensors")
+        # a re-run with changed teacher settings starts the run directory over (the same settings resume it)
         summary = pretrain_teacher(ckpt, _pretrain_config(ctx), run_dir=ctx.out / "teacher" / "run", progress=False,
-                                   log=ctx.log)
+                                   log=ctx.log, restart_changed=True)
         return {"spec": f"torch:{ckpt}", "summary": _jsonable(summary)}
     if t.kind == "local":
         return {"spec": t.local}
