@@ -286,6 +286,7 @@ def test_training_methods_reach_the_higher_layers_by_discovery():
 # measured start-up cost, listed here as {file: {imported module: why}}.
 LAZY_OK = ("commands/", "cli.py", "api.py", "bench/")
 MATPLOTLIB = "report.plots imports matplotlib (about 1.5 s); loaded only when a figure is drawn"
+TORCH = "loads torch (about 4 s), needed only when the function trains or runs a network"
 LAZY_IMPORTS: dict[str, dict[str, str]] = {
     "__init__.py": {"cxrdistill.api": "`import cxrdistill` (the first import of every command) loads the API only "
                                       "when one of its functions is used (PEP 562 module __getattr__)"},
@@ -295,64 +296,18 @@ LAZY_IMPORTS: dict[str, dict[str, str]] = {
     "pretraining/finetune.py": {"cxrdistill.report.plots": MATPLOTLIB},
     "pretraining/grid.py": {"cxrdistill.report.plots": MATPLOTLIB},
     "report/study_report.py": {"cxrdistill.report.plots": MATPLOTLIB},
+    # `cxrdistill study` imports study.stages and study.config before any stage runs (it checks the config and
+    # reuses cached stages); without torch they import in about 0.6 s, with it about 4 s more
+    "study/config.py": {"cxrdistill.fairkd.on_cohort": TORCH},
+    "study/stages.py": dict.fromkeys(
+        [f"cxrdistill.{m}" for m in ("fairkd.on_cohort", "fairkd.summary", "fairness.data", "fairness.run",
+                                     "models.network", "models.speed", "pretraining.grid",
+                                     "training.runs")], TORCH),
+    # `cxrdistill embed` / `teacher serve` with an API teacher, and the study's config check, never load torch
+    "teachers/local.py": {"cxrdistill.models.network": TORCH},
+    "teachers/pretrain.py": dict.fromkeys(("cxrdistill.models.network", "cxrdistill.training.methods.teacher_pretrain"),
+                                          TORCH),
 }
-# To move to the top of their modules: imports in files that were being edited in parallel when those of the other
-# packages were moved. One line a file (a continuation line is indented): the file, then the modules it imports
-# inside functions (without the ``cxrdistill.`` prefix). Moving one makes the test below fail until it is deleted
-# here, so this list only shrinks.
-TO_MOVE = """
-# being edited in parallel (training/run_dir.py, run_config.py and trainer.py belong to the run-directory work)
-training/runs.py            cohorts.schema images.dataset losses.kd models.device models.heads models.network
-                            models.students storage.store training.data training.distributed training.method
-                            training.methods.distill training.methods.finetune training.methods.probe
-                            training.predict training.trainer
-training/trainer.py         models.device storage.checkpoint
-# study/, fairness/, fairkd/, teachers/: being edited in parallel
-fairkd/balanced.py          fairness.datasets
-fairkd/base.py              losses.classification training.methods.distill training.methods.supervised
-fairkd/experiment.py        cohorts.policies cohorts.schema evaluation.features evaluation.probes evaluation.quick
-                            fairkd fairkd.heads fairness.metrics losses.kd models.network models.students storage.io
-                            synth teachers.local training.inputs training.methods.distill training.methods.supervised
-                            training.trainer
-fairkd/fairdi.py            fairness.methods.fairdi
-fairkd/mmd.py               fairkd.heads
-fairkd/on_cohort.py         cohorts.policies images.cache
-fairkd/summary.py           fairness.metrics report.html storage.io
-fairness/base.py            storage.checkpoint training.trainer
-fairness/benchmark.py       training.data
-fairness/data.py            cohorts.policies cohorts.schema evaluation.attribute_groups images.dataset storage.store
-                            training.data training.inputs
-fairness/methods/fairdi.py  training.trainer
-fairness/metrics.py         evaluation.audit
-fairness/report.py          fairness.selection storage.io
-fairness/run.py             evaluation.probes fairness.base fairness.benchmark fairness.datasets fairness.metrics
-                            fairness.report models.network storage.checkpoint storage.io training.trainer
-fairness/segmentation.py    evaluation.attribute_groups fairness.base fairness.data fairness.datasets fairness.report
-                            storage.checkpoint storage.io training.data training.inputs training.methods.supervised
-                            training.run_dir training.trainer
-study/config.py             fairkd.on_cohort teachers.pretrain training.run_config
-study/run.py                errors report.study_report study.stages
-study/stages.py             cohorts.importer cohorts.splits cohorts.validate evaluation.audit evaluation.compare
-                            evaluation.embedding_input evaluation.features evaluation.predictions evaluation.probes
-                            fairkd.on_cohort fairkd.summary fairness.data fairness.run models.network models.speed
-                            pretraining.grid report.audit_html report.feature_report storage.io storage.store
-                            synth.generate teachers.client teachers.importers teachers.local teachers.pretrain
-                            teachers.server training.inputs training.run_config training.runs
-teachers/client.py          images.decode images.preprocess storage.io storage.store
-teachers/export.py          storage.store
-teachers/importers.py       storage.io storage.store teachers.tfrecord
-teachers/local.py           images.preprocess models.network
-teachers/pretrain.py        cohorts.policies cohorts.schema evaluation.quick models.network synth training.data
-                            training.methods.teacher_pretrain training.trainer
-teachers/server.py          images.decode images.preprocess storage.io teachers.kserve teachers.vertex
-teachers/tfrecord.py        storage.io
-teachers/vertex.py          images.decode
-"""
-for _line in re.sub(r"\n {28}", " ", TO_MOVE).strip().splitlines():
-    if not _line.startswith("#"):
-        _file, *_mods = _line.split()
-        LAZY_IMPORTS.setdefault(_file, {}).update(
-            {m if m == "cxrdistill" else f"cxrdistill.{m}": "to move to the top of the module" for m in _mods})
 
 
 def _imports_in_functions(module: str, path: Path) -> list[tuple[str, int]]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from cxrdistill.errors import CxrError
 from cxrdistill.fairkd.base import FairDistill, register_objective, training_arrays
+from cxrdistill.fairness.datasets import balanced_weights
 
 MODES = ("sample", "reweight")
 
@@ -26,7 +27,6 @@ class BalancedKD(FairDistill):
     def sample_weights(self, dataset):
         if self.mode != "sample":
             return None
-        from cxrdistill.fairness.datasets import balanced_weights
 
         g = training_arrays(dataset).get("g")
         return None if g is None else balanced_weights(g.reshape(-1))

@@ -20,9 +20,11 @@ import torch
 from torch import nn
 
 from cxrdistill.errors import CxrError
+from cxrdistill.losses.classification import MaskedBCE
 from cxrdistill.registry import Registry
 from cxrdistill.training.method import family_register
-from cxrdistill.training.methods.distill import Distill
+from cxrdistill.training.methods.distill import Distill, DistillModel
+from cxrdistill.training.methods.supervised import classification_metrics
 
 FAIR_KD: Registry = Registry("fair distillation objective")
 
@@ -107,8 +109,6 @@ class FairDistill(Distill):
 
     # ------------------------------------------------------------------ losses
     def cls_loss(self, logits: torch.Tensor, y: torch.Tensor, sample_weight=None) -> torch.Tensor:
-        from cxrdistill.losses.classification import MaskedBCE
-
         return MaskedBCE()(logits.float(), y.float(), sample_weight=sample_weight)
 
     def group_weights(self, g: torch.Tensor) -> torch.Tensor:
@@ -120,8 +120,6 @@ class FairDistill(Distill):
     # ------------------------------------------------------------------ validation
     def validate(self, model, batches):
         """``val_kd_loss`` (as Distill), and with a head and labels: ``val_auc``, ``val_worst_auc``, ``val_auc_gap``."""
-        from cxrdistill.training.methods.supervised import classification_metrics
-
         total, n = 0.0, 0
         logits, ys, gs = [], [], []
         for b in batches:
@@ -177,8 +175,6 @@ def attach_head(model, n_labels: int) -> nn.Linear:
 def export_with_head(model) -> nn.Module:
     """Exported student whose embedding is in the teacher's units and whose head still gives the trained logits:
     with e_raw = σ·e + μ, the head on e becomes W' = W / σ, b' = b − W·(μ / σ)."""
-    from cxrdistill.training.methods.distill import DistillModel
-
     st = DistillModel.export_student(model)
     head = getattr(st, "head", None)
     if not getattr(model, "standardized", False) or head is None or st.config.get("head_on") != "embedding":

@@ -34,14 +34,32 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
+from cxrdistill import synth
+from cxrdistill.cohorts.policies import build_targets
+from cxrdistill.cohorts.schema import CHEXPERT_FINDINGS
 from cxrdistill.cohorts.splits import hashed_splits, patient_hash
 from cxrdistill.errors import CxrError, InputError
-from cxrdistill.images.preprocess import MEAN, STD
-from cxrdistill.storage.config import deep_merge, non_empty, validate
-from cxrdistill.storage.io import stable_hash
-from cxrdistill.training.run_dir import open_run
+from cxrdistill.evaluation.features import audit_embeddings
+from cxrdistill.evaluation.probes import probe_attributes
+from cxrdistill.evaluation.quick import mean_auc
+from cxrdistill.fairkd import FAIR_KD
+from cxrdistill.fairkd.heads import fit_logistic
 from cxrdistill.fairkd.summary import (EMB_METRICS, GOAL, KD, LABELS, SECTION_TITLE, TEACHER, TEST_NAME,  # noqa: F401
                                        TESTED, per_seed, report_section, summarize, write_outputs)
+from cxrdistill.fairness.metrics import tidy_rows
+from cxrdistill.images.preprocess import MEAN, STD
+from cxrdistill.losses.kd import build_kd_loss
+from cxrdistill.models.network import CxrNet, count_params, save_model
+from cxrdistill.models.students import create_student
+from cxrdistill.storage.config import deep_merge, non_empty, validate
+from cxrdistill.storage.io import atomic_path, stable_hash, write_parquet
+from cxrdistill.synth import SCENARIOS
+from cxrdistill.teachers.local import torch_teacher
+from cxrdistill.training.inputs import ImageBatches
+from cxrdistill.training.methods.distill import Distill, DistillModel, target_stats
+from cxrdistill.training.methods.supervised import Supervised
+from cxrdistill.training.run_dir import open_run
+from cxrdistill.training.trainer import TrainConfig, Trainer
 
 DEFAULT_SCENARIOS = ("acquisition", "shortcut", "manifestation", "mixed", "underdiagnosis")
 DEFAULT_TASKS = ("pleural_effusion", "cardiomegaly", "pneumothorax", "edema", "consolidation", "support_devices")
@@ -112,10 +130,6 @@ def make_config(config: FairKDStudyConfig | dict | None = None, *, what: str = "
 def _check_names(cfg: FairKDStudyConfig, synthetic: bool = True) -> None:
     """Method names must exist; for the synthetic measurement also its scenario, task and attribute names (a study's
     own cohort brings its own tasks and attribute, checked against its table)."""
-    from cxrdistill.cohorts.schema import CHEXPERT_FINDINGS
-    from cxrdistill.fairkd import FAIR_KD
-    from cxrdistill.synth import SCENARIOS
-
     for m in cfg.methods:
         FAIR_KD.get(m)
     bad = set(cfg.method_params) - set(cfg.methods)
@@ -180,8 +194,6 @@ def split_by_phase(meta: pd.DataFrame, val_fraction: float, seed: int) -> np.nda
 
 def _save_npy(path: Path, arr: np.ndarray) -> None:
     """An array as .npy, written atomically (no pickles)."""
-    from cxrdistill.storage.io import atomic_path
-
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
             np.save(fh, arr if arr.dtype == np.uint8 else arr.astype(np.float32), allow_pickle=False)
@@ -190,8 +202,6 @@ def _save_npy(path: Path, arr: np.ndarray) -> None:
 def _render(scenario: str, n: int, size: int, seed: int, cfg: FairKDStudyConfig, cache: Path | None,
             log: Callable[[str], None]) -> tuple[np.ndarray, pd.DataFrame]:
     """``synth.render_batch``, cached as images.npy + meta.parquet."""
-    from cxrdistill import synth
-
     key = stable_hash({"scenario": scenario, "n": n, "size": size, "seed": seed, "v": 1})
     d = cache / f"{scenario}_{key}" if cache else None
     if d is not None and (d / "images.npy").exists() and (d / "meta.parquet").exists():
@@ -200,8 +210,6 @@ def _render(scenario: str, n: int, size: int, seed: int, cfg: FairKDStudyConfig,
     images, meta = synth.render_batch(n, size, seed, scenario, workers=cfg.workers)
     log(f"[{scenario}] rendered {len(images)} images at {size} px in {time.perf_counter() - t0:.0f} s")
     if d is not None:
-        from cxrdistill.storage.io import write_parquet
-
         d.mkdir(parents=True, exist_ok=True)
         _save_npy(d / "images.npy", images)
         write_parquet(meta, d / "meta.parquet")
@@ -210,9 +218,6 @@ def _render(scenario: str, n: int, size: int, seed: int, cfg: FairKDStudyConfig,
 
 def prepare_cohort(scenario: str, cfg: FairKDStudyConfig, cache: Path | None, log: Callable[[str], None]) -> Cohort:
     """Render (or reload) the scenario's cohort (and unlabelled pool); derive split, groups and targets."""
-    from cxrdistill.cohorts.policies import build_targets
-    from cxrdistill.cohorts.schema import CHEXPERT_FINDINGS
-
     images, meta = _render(scenario, cfg.n, cfg.size, cfg.data_seed, cfg, cache, log)
     meta = meta.reset_index(drop=True).copy()
     meta["split"] = split_by_phase(meta, cfg.val_fraction, cfg.data_seed)
@@ -245,8 +250,6 @@ def prepare_cohort(scenario: str, cfg: FairKDStudyConfig, cache: Path | None, lo
 
 # ------------------------------------------------------------------------------------------------------- models
 def _batches(images, rows, **arrays):
-    from cxrdistill.training.inputs import ImageBatches
-
     return ImageBatches(images, rows, **arrays)
 
 
@@ -275,12 +278,6 @@ def train_teacher(c: Cohort, cfg: FairKDStudyConfig, root: Path, log: Callable[[
     """Train the scenario's biased teacher on its training split; return its embeddings of every image (through the
     ``torch:`` teacher interface) and a summary. Cached under ``root/teachers``."""
     import torch
-
-    from cxrdistill.evaluation.quick import mean_auc
-    from cxrdistill.models.network import CxrNet, count_params, save_model
-    from cxrdistill.teachers.local import torch_teacher
-    from cxrdistill.training.methods.supervised import Supervised
-    from cxrdistill.training.trainer import Trainer, TrainConfig
 
     spec = cfg.teacher
     d = root / "teachers" / c.scenario
@@ -328,9 +325,6 @@ def train_teacher(c: Cohort, cfg: FairKDStudyConfig, root: Path, log: Callable[[
 
 
 def make_method(name: str, cfg: FairKDStudyConfig, attribute: str):
-    from cxrdistill.fairkd import FAIR_KD
-    from cxrdistill.training.methods.distill import Distill
-
     if name == KD:
         return Distill()
     return FAIR_KD.create(name, attribute=attribute, **cfg.method_params.get(name, {}))
@@ -341,12 +335,6 @@ def train_student(c: Cohort, T: np.ndarray, method: str, seed: int, cfg: FairKDS
     """Distil the teacher's embeddings into one student with ``method`` (``kd`` = plain KD); return its embeddings
     of every image, its head's logits (or None) and a summary. Cached (and resumable) under ``root/runs``."""
     import torch
-
-    from cxrdistill.losses.kd import build_kd_loss
-    from cxrdistill.models.network import count_params
-    from cxrdistill.models.students import create_student
-    from cxrdistill.training.methods.distill import DistillModel, target_stats
-    from cxrdistill.training.trainer import Trainer, TrainConfig
 
     spec = cfg.student
     params = cfg.method_params.get(method, {})
@@ -400,8 +388,6 @@ def train_student(c: Cohort, T: np.ndarray, method: str, seed: int, cfg: FairKDS
 # ------------------------------------------------------------------------------------------------------- metrics
 def probe_scores(E: np.ndarray, c: Cohort, l2: float) -> np.ndarray:
     """Test-split logits of a linear probe fitted on the train-split embeddings with the observed labels."""
-    from cxrdistill.fairkd.heads import fit_logistic
-
     tr, te = c.idx["train"], c.idx["test"]
     mu, sd = E[tr].mean(0), E[tr].std(0)
     sd = np.where(sd > 1e-8, sd, 1.0)
@@ -412,8 +398,6 @@ def probe_scores(E: np.ndarray, c: Cohort, l2: float) -> np.ndarray:
 def score_rows(scores: np.ndarray, c: Cohort, **keys: Any) -> list[dict]:
     """Tidy subgroup rows (overall / per-group AUC, worst-group AUC, gap, ES-AUC, PSD per task) for both label
     sources."""
-    from cxrdistill.fairness.metrics import tidy_rows
-
     te = c.idx["test"]
     groups = np.array(c.group_names, dtype=object)[c.g[te]]
     rows = []
@@ -424,9 +408,6 @@ def score_rows(scores: np.ndarray, c: Cohort, **keys: Any) -> list[dict]:
 
 def embedding_rows(E: np.ndarray, c: Cohort, cfg: FairKDStudyConfig, **keys: Any) -> list[dict]:
     """Feature-space KS audit and attribute probe on the test-split embeddings (tidy rows)."""
-    from cxrdistill.evaluation.features import audit_embeddings
-    from cxrdistill.evaluation.probes import probe_attributes
-
     te = c.idx["test"]
     meta = c.meta.iloc[te].reset_index(drop=True)
     X = E[te].astype(np.float64)

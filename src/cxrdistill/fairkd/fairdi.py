@@ -26,6 +26,7 @@ import torch
 from cxrdistill.errors import CxrError
 from cxrdistill.fairkd.base import FairDistill, init_head, logits_of_student, register_objective, training_arrays
 from cxrdistill.fairkd.heads import fit_group_heads, linear_modules
+from cxrdistill.fairness.methods.fairdi import FairDi
 from cxrdistill.losses.binary_kd import binary_kd
 
 
@@ -53,8 +54,6 @@ class FairDiKD(FairDistill):
         self.head_notes: list[dict] = []
 
     def setup(self, model, trainer) -> None:
-        from cxrdistill.fairness.methods.fairdi import FairDi
-
         super().setup(model, trainer)
         arrays = training_arrays(trainer.train_data)
         if "t" not in arrays:

@@ -27,6 +27,7 @@ import torch
 
 from cxrdistill.errors import CxrError
 from cxrdistill.fairkd.base import FairDistill, init_head, logits_of_student, register_objective, training_arrays
+from cxrdistill.fairkd.heads import fit_pooled_head
 
 KINDS = ("mmd", "moments")
 
@@ -107,7 +108,6 @@ class MMDKD(FairDistill):
     def setup(self, model, trainer) -> None:
         super().setup(model, trainer)
         if self.head_init == "pooled":  # start from a linear head fitted on the teacher's embeddings
-            from cxrdistill.fairkd.heads import fit_pooled_head
 
             arrays = training_arrays(trainer.train_data)
             init_head(model, *fit_pooled_head(arrays["t"], arrays["y"], l2=self.head_l2))

@@ -16,9 +16,11 @@ from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
+from cxrdistill.cohorts.policies import build_targets
 from cxrdistill.errors import InputError
-from cxrdistill.fairkd.experiment import TIDY_COLUMNS, Cohort, FairKDStudyConfig, cohort_rows, make_config
+from cxrdistill.fairkd.experiment import Cohort, FairKDStudyConfig, TIDY_COLUMNS, cohort_rows, make_config
 from cxrdistill.fairkd.summary import GOAL, TEST_NAME, write_outputs
+from cxrdistill.images.cache import ImageRows
 
 # Settings of the synthetic measurement that mean nothing when the cohort and the teacher are given.
 SYNTHETIC_ONLY = ("scenarios", "n", "size", "data_seed", "val_fraction", "distill_extra", "teacher", "workers",
@@ -46,9 +48,6 @@ def cohort_from_table(df: pd.DataFrame, images: Any, attribute: str, tasks: list
     never a copy: pixels are read batch by batch while training, so memory does not grow with the cohort's images.
     Rows without the attribute are left out (the objectives need every training image's group); ground-truth labels
     are used where the cohort has them (``true_<task>``, synthetic cohorts)."""
-    from cxrdistill.cohorts.policies import build_targets
-    from cxrdistill.images.cache import ImageRows
-
     for col in ("split", "patient_id", attribute, *tasks):
         if col not in df.columns:
             raise InputError(f"the cohort has no {col!r} column", column=col,

@@ -12,6 +12,9 @@ import numpy as np
 import pandas as pd
 
 from cxrdistill.errors import InputError
+from cxrdistill.fairness.metrics import OVERALL, SUMMARY
+from cxrdistill.report import html as H
+from cxrdistill.storage.io import atomic_open, atomic_path, clean_json, write_json, write_parquet, write_table
 
 TEACHER = "teacher"
 KD = "kd"
@@ -36,8 +39,6 @@ def labels_in(table: pd.DataFrame) -> list[str]:
 def per_seed(tidy: pd.DataFrame) -> pd.DataFrame:
     """One row per (scenario, model, eval, labels, seed): means over tasks of the AUC metrics, the embedding
     metrics, and retention / gap reduction / probe-distance reduction against the teacher (probe, same labels)."""
-    from cxrdistill.fairness.metrics import OVERALL, SUMMARY
-
     sc = tidy[tidy["eval"] != "embedding"]
     emb = tidy[tidy["eval"] == "embedding"].pivot_table(index=["scenario", "model", "seed"], columns="metric",
                                                          values="value", aggfunc="first")
@@ -298,8 +299,6 @@ def tradeoff_plot(table: pd.DataFrame, path: Path | None = None):
     fig.legend(handles=handles, loc="center right", fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0, 1 - 2 / fig.get_figwidth(), 1))
     if path is not None:
-        from cxrdistill.storage.io import atomic_path
-
         with atomic_path(path) as tmp:
             fig.savefig(tmp, format="png", dpi=110)
     return fig
@@ -309,8 +308,6 @@ def report_section(table: pd.DataFrame | str | Path, meta: dict | None = None) -
     """The HTML section "Can the student be fairer than its teacher?" (for the study report): the tables (true and
     observed labels), the retention-vs-gap-reduction plot and the readings. ``table`` is the summary DataFrame or a
     directory written by :func:`run_study`."""
-    from cxrdistill.report import html as H
-
     if not isinstance(table, pd.DataFrame):
         d = Path(table)
         if not (d / "fairkd_summary.parquet").exists():
@@ -342,9 +339,6 @@ def report_section(table: pd.DataFrame | str | Path, meta: dict | None = None) -
 
 def write_outputs(tidy: pd.DataFrame, meta: dict, out: Path) -> dict[str, Any]:
     """Every output file of the study (atomically)."""
-    from cxrdistill.storage.io import atomic_open, clean_json, write_json, write_parquet, write_table
-    from cxrdistill.report import html as H
-
     ps = per_seed(tidy)
     table = summarize(ps)
     write_parquet(tidy, out / "fairkd_results.parquet")

@@ -26,8 +26,10 @@ from cxrdistill.fairness.datasets import dataset_groups, gather
 from cxrdistill.fairness.selection import RULES, dto_distances, select_index
 from cxrdistill.fairness.tasks import FAIR_TASKS
 from cxrdistill.registry import Registry
+from cxrdistill.storage.checkpoint import load_weights, save_weights
 from cxrdistill.training.method import Method, family_register
 from cxrdistill.training.methods.supervised import logits_of
+from cxrdistill.training.trainer import TrainConfig, Trainer
 
 FAIR_METHODS: Registry = Registry("fairness method", plugins=("cxrdistill.fairness.methods",))
 
@@ -150,8 +152,6 @@ class FairMethod(Method):
         needed = {self.candidates[i]["epoch"] for i in self._needed()}
         if d is not None:
             if trainer.dist.is_main:
-                from cxrdistill.storage.checkpoint import save_weights
-
                 if epoch in needed:
                     save_weights(state, d / f"epoch_{epoch:04d}.safetensors")
                 for f in d.glob("epoch_*.safetensors"):
@@ -196,7 +196,6 @@ class FairMethod(Method):
             if f is None or not f.exists():
                 raise CxrError(f"weights of the selected epoch {ep} are missing"
                                + (f" ({f})" if f else "") + "; re-run without resuming")
-            from cxrdistill.storage.checkpoint import load_weights
 
             state, _ = load_weights(f)
         model.load_state_dict(state)
@@ -210,8 +209,6 @@ class FairMethod(Method):
     def fit(self, model, train, val=None, config=None, run_dir: str | Path | None = None,
             log: Callable[[str], None] | None = None) -> FitResult:
         """Train ``model`` with this method on the shared Trainer, then :meth:`finalize` (selection / averaging)."""
-        from cxrdistill.training.trainer import Trainer, TrainConfig
-
         cfg = (config or TrainConfig()).model_copy(update={"restore_best": False, **self.train_overrides})
         trainer = Trainer(model, self, train, val, cfg, run_dir=run_dir, log=log)
         history = trainer.fit()

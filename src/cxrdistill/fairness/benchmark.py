@@ -28,6 +28,7 @@ import numpy as np
 from scipy import stats
 
 from cxrdistill.evaluation.probes import bootstrap_weights, weighted_auc
+from cxrdistill.training.data import ArrayDataset
 
 P1_MARGIN = 0.03
 P2_MIN = 0.9
@@ -174,8 +175,6 @@ def prechecks(summary: dict, minority: str, probe_aucs: list[float], specialist:
 def with_group_input(ds, n_groups: int):
     """The same ArrayDataset with the one-hot group appended to ``x`` (for P3: ERM told the group)."""
     import torch
-
-    from cxrdistill.training.data import ArrayDataset
 
     arrays = dict(ds.arrays)
     onehot = torch.nn.functional.one_hot(arrays["g"].long(), n_groups).to(arrays["x"].dtype)

@@ -16,8 +16,15 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from cxrdistill.cohorts.policies import build_targets
+from cxrdistill.cohorts.schema import label_columns
 from cxrdistill.cohorts.splits import SPLITS, hashed_splits
 from cxrdistill.errors import InputError
+from cxrdistill.evaluation.attribute_groups import group_labels
+from cxrdistill.images.dataset import CxrDataset
+from cxrdistill.storage.store import EmbeddingStore
+from cxrdistill.training.data import ArrayDataset
+from cxrdistill.training.inputs import image_cache
 
 LABEL_SOURCES = ("observed", "true")
 
@@ -53,9 +60,6 @@ def prepare_frame(df: pd.DataFrame, tasks: Sequence[str], attribute: str, *, lab
                   path: object = None) -> tuple[pd.DataFrame, dict[str, np.ndarray], list[str], list[str]]:
     """Filter and annotate the cohort: returns (rows kept with ``_split``, ``_group``, ``_g``), targets by label
     source (aligned with the rows), group names, notes."""
-    from cxrdistill.cohorts.policies import build_targets
-    from cxrdistill.evaluation.attribute_groups import group_labels
-
     notes: list[str] = []
     tasks = list(tasks)
     if not tasks:
@@ -67,8 +71,6 @@ def prepare_frame(df: pd.DataFrame, tasks: Sequence[str], attribute: str, *, lab
                          hint=f"columns: {', '.join(map(str, df.columns[:20]))}")
     for t in tasks:
         if t not in df.columns:
-            from cxrdistill.cohorts.schema import label_columns
-
             raise InputError("no such label column in the cohort", path=path, column=t,
                              hint=f"labels here: {', '.join(label_columns(df)) or '(none)'}")
     df = df.reset_index(drop=True)
@@ -141,8 +143,6 @@ def _assemble(frame, targets, names, notes, tasks, attribute, label_source, kind
 def from_embeddings(df: pd.DataFrame, store_path: str | Path, tasks: Sequence[str], attribute: str, *,
                     standardize: bool = True, cohort_path: object = None, **kw) -> FairData:
     """Frozen embeddings from an EmbeddingStore (token outputs mean-pooled), standardised with train statistics."""
-    from cxrdistill.storage.store import EmbeddingStore
-
     df = df.reset_index(drop=True)
     frame, _, _, notes = prepare_frame(df.assign(_row=np.arange(len(df))), tasks, attribute, path=cohort_path, **kw)
     used = df.iloc[frame["_row"].to_numpy()]  # only the rows that take part need an embedding
@@ -163,8 +163,6 @@ def from_arrays(df: pd.DataFrame, x: np.ndarray, tasks: Sequence[str], attribute
                 cohort_path: object = None, source: dict | None = None, **kw) -> FairData:
     """Frozen embeddings given as an array aligned with the rows of ``df`` ((N, D), or (N, …, D) mean-pooled)."""
     import torch
-
-    from cxrdistill.training.data import ArrayDataset
 
     if len(x) != len(df):
         raise InputError(f"{len(x)} embeddings for {len(df)} cohort rows", hint="align the embeddings with the cohort")
@@ -196,9 +194,6 @@ def from_images(df: pd.DataFrame, images_root: str | Path, size: int, tasks: Seq
                 cohort_path: object = None, **kw) -> FairData:
     """Images: decoded once into the shared uint8 cache (under ``cache_dir``, default $CXRDISTILL_CACHE), served
     by CxrDataset."""
-    from cxrdistill.images.dataset import CxrDataset
-    from cxrdistill.training.inputs import image_cache
-
     frame, targets, names, notes = prepare_frame(df, tasks, attribute, path=cohort_path, **kw)
     if "path" not in frame.columns:
         raise InputError("cohort has no such column", path=cohort_path, column="path",

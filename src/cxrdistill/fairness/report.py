@@ -15,6 +15,8 @@ import numpy as np
 import pandas as pd
 
 from cxrdistill.fairness.metrics import OVERALL, SUMMARY, SUMMARY_METRICS
+from cxrdistill.fairness.selection import pareto_front
+from cxrdistill.storage.io import atomic_path
 
 TESTED = ("auc", "worst_group_auc", "auc_gap", "es_auc")
 TEST_NAME = "paired t-test across seeds (scipy.stats.ttest_rel, two-sided)"
@@ -116,9 +118,6 @@ def pareto_plot(ps: pd.DataFrame, path: str | Path, score: str = "auc", title: s
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from cxrdistill.fairness.selection import pareto_front
-    from cxrdistill.storage.io import atomic_path
 
     gap = f"{score}_gap"
     fig, ax = plt.subplots(figsize=(5.6, 4.2), dpi=120)

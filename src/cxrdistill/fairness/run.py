@@ -23,7 +23,18 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from cxrdistill.errors import CxrError
+from cxrdistill.evaluation.probes import probe_attribute
+from cxrdistill.fairness.base import FAIR_METHODS
+from cxrdistill.fairness.benchmark import (Repetition, precheck_report, prechecks, summarize as summarize_repetitions,
+                                           with_group_input)
+from cxrdistill.fairness.datasets import dataset_groups, predict_logits, subset_dataset
+from cxrdistill.fairness.metrics import tidy_rows
+from cxrdistill.fairness.report import markdown_table, pareto_plot, per_seed, summarize
+from cxrdistill.models.network import CxrNet
+from cxrdistill.storage.checkpoint import save_weights
+from cxrdistill.storage.io import atomic_open, clean_json, write_json, write_parquet, write_table
 from cxrdistill.training.run_dir import open_run
+from cxrdistill.training.trainer import TrainConfig
 
 HEADS = ("linear", "mlp")
 
@@ -65,7 +76,6 @@ def model_factory(data, cfg: FairRunConfig) -> Callable[[], Any]:
     k = len(data.tasks)
     if data.kind == "embeddings":
         return lambda: make_head(cfg.head, data.input_shape[0], k, cfg.hidden, cfg.dropout)
-    from cxrdistill.models.network import CxrNet
 
     return lambda: CxrNet(cfg.backbone, in_chans=1, num_classes=k)
 
@@ -87,12 +97,6 @@ def run_one(data, method: str, seed: int, cfg: FairRunConfig, out: Path, *, devi
             progress: bool = False, log: Callable[[str], None] = print) -> tuple[np.ndarray, dict[str, Any]]:
     """Train one (method, seed) (or reuse its finished result) → (test probabilities, result info)."""
     import torch
-
-    from cxrdistill.fairness.base import FAIR_METHODS
-    from cxrdistill.fairness.datasets import predict_logits
-    from cxrdistill.storage.io import write_parquet
-    from cxrdistill.storage.checkpoint import save_weights
-    from cxrdistill.training.trainer import TrainConfig
 
     params = cfg.method_params.get(method, {})
     tcfg = TrainConfig(**{"progress": progress, "device": device, **cfg.train, "seed": int(seed)})
@@ -128,11 +132,6 @@ def run_one(data, method: str, seed: int, cfg: FairRunConfig, out: Path, *, devi
 def run_fair(data, cfg: FairRunConfig, out: str | Path, *, device: str = "auto", progress: bool = False,
              log: Callable[[str], None] = print) -> dict[str, Any]:
     """Every (seed, method) → the tidy table and the comparison files in ``out``. Returns {tidy, table, json}."""
-    from cxrdistill.fairness.base import FAIR_METHODS
-    from cxrdistill.fairness.metrics import tidy_rows
-    from cxrdistill.fairness.report import markdown_table, pareto_plot, per_seed, summarize
-    from cxrdistill.storage.io import atomic_open, clean_json, write_json, write_parquet, write_table
-
     out = Path(out)
     for m in cfg.methods:
         FAIR_METHODS.get(m)  # unknown names fail before any training
@@ -172,7 +171,6 @@ def run_fair(data, cfg: FairRunConfig, out: str | Path, *, device: str = "auto",
     if cfg.prechecks:
         pre = run_prechecks(data, cfg, out, device=device, log=log)
         js["_prechecks"] = pre
-        from cxrdistill.fairness.benchmark import precheck_report
 
         md.insert(0, precheck_report(pre) + "\n")
     with atomic_open(out / "fair_table.md", encoding="utf-8") as fh:
@@ -194,12 +192,6 @@ def run_prechecks(data, cfg: FairRunConfig, out: Path, *, device: str = "auto",
     """P1/P2/P3 (``fairness.benchmark``) on this comparison's data: per seed a minority-only ERM and ERM given the
     group, scored with ERM's predictions on the same test set; the attribute probe on the test embeddings."""
     import torch
-
-    from cxrdistill.evaluation.probes import probe_attribute
-    from cxrdistill.fairness.base import FAIR_METHODS
-    from cxrdistill.fairness.datasets import dataset_groups, predict_logits, subset_dataset
-    from cxrdistill.fairness.benchmark import Repetition, prechecks, summarize, with_group_input
-    from cxrdistill.training.trainer import TrainConfig
 
     if data.kind != "embeddings":
         raise CxrError("pre-checks need an embeddings comparison (they train extra heads and probe the attribute)")
@@ -238,7 +230,7 @@ def run_prechecks(data, cfg: FairRunConfig, out: Path, *, device: str = "auto",
                                    scores={cfg.baseline: p_erm[ok, t], "specialist": spec[ok, t],
                                            "erm_with_group": withg[ok, t]}))
         log(f"[fair] pre-checks seed {seed}: done")
-    summ = summarize(reps, data.group_names, baseline=cfg.baseline, n_boot=500, between_reps=False)
+    summ = summarize_repetitions(reps, data.group_names, baseline=cfg.baseline, n_boot=500, between_reps=False)
     x_test = data.test.arrays["x"].numpy()
     probe = probe_attribute(x_test, pd.Series(groups), groups=patients, n_boot=0, repeats=1,
                             name=data.attribute)["auc"]

@@ -20,9 +20,21 @@ import torch.nn.functional as F
 from torch import nn
 
 from cxrdistill.errors import InputError
-from cxrdistill.images.preprocess import MEAN, STD
-from cxrdistill.fairness.tasks import FAIR_TASKS
+from cxrdistill.evaluation.attribute_groups import group_labels
+from cxrdistill.fairness.base import FAIR_METHODS
+from cxrdistill.fairness.data import SPLITS, _fingerprint, patient_split
+from cxrdistill.fairness.datasets import iterate_batches
 from cxrdistill.fairness.metrics import OVERALL, SUMMARY
+from cxrdistill.fairness.report import markdown_table, pareto_plot, per_seed, summarize
+from cxrdistill.fairness.tasks import FAIR_TASKS
+from cxrdistill.images.preprocess import MEAN, STD
+from cxrdistill.storage.checkpoint import save_weights
+from cxrdistill.storage.io import atomic_open, clean_json, write_json, write_parquet, write_table
+from cxrdistill.training.data import ArrayDataset
+from cxrdistill.training.inputs import image_cache
+from cxrdistill.training.methods.supervised import logits_of
+from cxrdistill.training.run_dir import open_run
+from cxrdistill.training.trainer import TrainConfig
 
 
 # ------------------------------------------------------------------------------------------------------ model
@@ -105,8 +117,6 @@ class SegmentationTask:
         return self.per_sample_loss(logits, y).mean()
 
     def evaluate(self, model, batches, n_groups: int) -> dict[str, Any]:
-        from cxrdistill.training.methods.supervised import logits_of
-
         losses, dices, gs = [], [], []
         for b in batches:
             lg = logits_of(model(b["x"])).float()
@@ -167,8 +177,6 @@ def mask_column(df: pd.DataFrame, structure: str, path: object = None) -> str:
 def seg_data_from_arrays(images: np.ndarray, masks: np.ndarray, frame: pd.DataFrame, structures: Sequence[str],
                          attribute: str, group_names: Sequence[str], notes: list[str], fingerprint: str) -> SegData:
     """Datasets from uint8 images (N, H, W), binary masks (N, C, H, W) and a frame with ``_split``/``_g``."""
-    from cxrdistill.training.data import ArrayDataset
-
     x = (torch.from_numpy(np.ascontiguousarray(images)).float().div_(255.0).sub_(MEAN).div_(STD)).unsqueeze(1)
     y = torch.from_numpy(np.ascontiguousarray(masks)).float()
     g = torch.from_numpy(np.array(frame["_g"], dtype=np.int64))
@@ -189,10 +197,6 @@ def seg_data_from_cohort(df: pd.DataFrame, images_root: str | Path, size: int, a
                          structures: Sequence[str] = ("lung", "heart"), *, cache_dir: str | Path | None = None,
                          age_bins=None, split_seed: int = 0, workers: int = 2, cohort_path: object = None) -> SegData:
     """Images through the uint8 cache, masks from the cohort's mask columns (paths relative to ``images_root``)."""
-    from cxrdistill.evaluation.attribute_groups import group_labels
-    from cxrdistill.fairness.data import SPLITS, _fingerprint, patient_split
-    from cxrdistill.training.inputs import image_cache
-
     notes: list[str] = []
     if attribute not in df.columns:
         raise InputError("attribute column not found", path=cohort_path, column=attribute)
@@ -254,14 +258,6 @@ def run_seg(data: SegData, cfg, out: str | Path, *, base: int = 16, depth: int =
             log: Callable[[str], None] = print) -> dict[str, Any]:
     """Seeds × methods on a segmentation task → ``seg_results.parquet``, ``seg_table.csv/.md``, ``seg.json``,
     ``seg_pareto.png`` (``cfg`` is a :class:`~cxrdistill.fairness.run.FairRunConfig`)."""
-    from cxrdistill.fairness.base import FAIR_METHODS
-    from cxrdistill.fairness.datasets import iterate_batches
-    from cxrdistill.fairness.report import markdown_table, pareto_plot, per_seed, summarize
-    from cxrdistill.storage.io import atomic_open, clean_json, write_json, write_parquet, write_table
-    from cxrdistill.storage.checkpoint import save_weights
-    from cxrdistill.training.run_dir import open_run
-    from cxrdistill.training.trainer import TrainConfig
-
     out = Path(out)
     for m in cfg.methods:
         FAIR_METHODS.get(m)

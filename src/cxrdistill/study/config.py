@@ -8,6 +8,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cxrdistill.errors import CxrError
 from cxrdistill.storage.config import ConfigError, layers, set_dotted, validate
+from cxrdistill.teachers.pretrain import TeacherPretrainConfig
+from cxrdistill.training.run_config import DistillConfig, ProbeConfig
 
 #: the page that documents the study configuration
 DOCS = "docs/study.md, 'Study configuration'"
@@ -61,8 +63,6 @@ class SplitCfg(_M):
 
 
 def _pretrain_cfg():
-    from cxrdistill.teachers.pretrain import TeacherPretrainConfig
-
     return TeacherPretrainConfig
 
 
@@ -165,7 +165,6 @@ class StudyConfig(_M):
             raise ValueError("tasks: give at least one finding")
         if abs(sum(self.split.fractions) - 1) > 1e-6:
             raise ValueError("split.fractions must sum to 1")
-        from cxrdistill.training.run_config import DistillConfig, ProbeConfig
 
         _validate_section(DistillConfig, self.distill, "distill")
         _validate_section(ProbeConfig, self.probe, "probe")

@@ -6,9 +6,12 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from cxrdistill.errors import CxrError
+from cxrdistill.report.study_report import write_report
 from cxrdistill.storage.io import atomic_open, clean_json, write_json
 from cxrdistill.study.config import StudyConfig, load_config
 from cxrdistill.study.engine import StudyContext, file_logger, run_stages
+from cxrdistill.study.stages import STAGES
 
 
 def run_study(config: str | Path | None, out: str | Path, *, overrides: dict | None = None,
@@ -17,8 +20,6 @@ def run_study(config: str | Path | None, out: str | Path, *, overrides: dict | N
     """Run (or resume) the study in ``out``; returns results.json's content. ``jobs``: stages run at once
     (default: the config's ``jobs``)."""
     import yaml
-
-    from cxrdistill.study.stages import STAGES
 
     cfg = load_config(config, overrides)
     out = Path(out)
@@ -34,14 +35,11 @@ def run_study(config: str | Path | None, out: str | Path, *, overrides: dict | N
     results = build_results(ctx)
     results["wall_seconds_this_run"] = round(time.perf_counter() - t0, 1)
     write_json(clean_json(results), out / "results.json")
-    from cxrdistill.report.study_report import write_report
 
     try:
         write_report(out, results, cfg)
     except Exception as e:  # a report bug must not hide the finished stages behind a traceback
         import traceback
-
-        from cxrdistill.errors import CxrError
 
         err = out / "report.error.txt"
         err.write_text(traceback.format_exc(), encoding="utf-8")

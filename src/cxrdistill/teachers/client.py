@@ -28,8 +28,12 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from cxrdistill.errors import CxrError, InputError
+from cxrdistill.images.decode import encode_png, load_gray
+from cxrdistill.images.preprocess import preprocess
 from cxrdistill.progress import Progress
 from cxrdistill.registry import Registry
+from cxrdistill.storage.io import read_table
+from cxrdistill.storage.store import EmbeddingStore, select_shard, shard_writer
 from cxrdistill.teachers import wire
 from cxrdistill.teachers.local import Teacher, TeacherInfo, resolve_teacher
 from cxrdistill.teachers.transport import (RETRY_STATUS, HttpTransport, PayloadTooLarge, RetryPolicy,  # noqa: F401
@@ -187,8 +191,6 @@ class RemoteTeacher(ApiTeacher):
         return TeacherInfo.from_dict(d)
 
     def encode(self, pixels: Sequence[np.ndarray]) -> tuple[list[bytes], bytes]:
-        from cxrdistill.images.decode import encode_png
-
         pngs = [wire.png_stored(p) if self.loopback else encode_png(p) for p in pixels]
         return pngs, wire.pack_images(pngs)
 
@@ -296,8 +298,6 @@ class EmbedResult:
 def select_items(cohort, images_root: str | os.PathLike, *, splits: Sequence[str] | None = None,
                  shard: str | None = None, cohort_path: object = None) -> list[tuple[str, Path]]:
     """``(image_id, absolute image path)`` of the cohort rows to embed: chosen splits, then this shard's ids."""
-    from cxrdistill.storage.store import select_shard
-
     for c in ("image_id", "path"):
         if c not in cohort.columns:
             raise InputError(f"cohort has no {c!r} column", path=cohort_path, column=c,
@@ -339,9 +339,6 @@ def _load_batch(paths: Sequence[Path], size: int | None, mode: str, on_error: st
                 ) -> tuple[Any, list[int], list[tuple[int, str]]]:
     """Decode + preprocess; returns (pixels of the good ones, their positions, [(position, error)]). Pixels are one
     ``(B, size, size)`` array, or with ``size`` None a list of images whose long side is capped at ``max_side``."""
-    from cxrdistill.images.decode import load_gray
-    from cxrdistill.images.preprocess import preprocess
-
     imgs, ok, bad = [], [], []
     for k, p in enumerate(paths):
         try:
@@ -364,8 +361,6 @@ class _Sink:
     """The store, created at the first embeddings when only they tell the shape (an API without an info call)."""
 
     def __init__(self, out, shape: tuple[int, ...] | None, dtype: str, info: dict[str, Any], writer: str):
-        from cxrdistill.storage.store import EmbeddingStore
-
         self.out, self.dtype, self.info, self.writer = out, dtype, info, writer
         self.store = None
         if shape:
@@ -383,8 +378,6 @@ class _Sink:
         return len(self.store) if self.store is not None else 0
 
     def append(self, ids: list[str], emb: np.ndarray) -> None:
-        from cxrdistill.storage.store import EmbeddingStore
-
         if self.store is None:
             info = {**self.info, "embedding_shape": [int(s) for s in emb.shape[1:]]}
             self.store = EmbeddingStore.open_or_create(self.out, emb.shape[1:], self.dtype, info, writer=self.writer)
@@ -493,8 +486,6 @@ def embed_cohort(teacher: "str | Teacher", cohort: str | os.PathLike, images_roo
     ``torch:CKPT``, ``timm:NAME[:W]``, or a loaded :class:`~cxrdistill.teachers.local.Teacher`) into the store at
     ``out``, skipping ids already stored. Returns what was done; raises ``CxrError`` on fatal errors (the store keeps
     every batch finished before)."""
-    from cxrdistill.storage.io import read_table
-
     if batch_size < 1 or concurrency < 1:
         raise InputError("--batch-size and --concurrency must be ≥ 1")
     if on_error not in ("raise", "skip"):
@@ -522,8 +513,6 @@ def embed_cohort(teacher: "str | Teacher", cohort: str | os.PathLike, images_roo
 
 async def _embed_items(teacher, items, out, *, concurrency, batch_size, size, mode, deadline, shard, dtype,
                        on_error, progress) -> EmbedResult:
-    from cxrdistill.storage.store import shard_writer
-
     t0 = time.monotonic()
     api = teacher if isinstance(teacher, ApiTeacher) else None
     try:

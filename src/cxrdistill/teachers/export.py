@@ -8,6 +8,7 @@ import numpy as np
 
 from cxrdistill.errors import InputError
 from cxrdistill.storage.io import atomic_open, atomic_path
+from cxrdistill.storage.store import EmbeddingStore
 
 
 def export_store(store, out: str | os.PathLike, *, fmt: str | None = None, wide: bool = False,
@@ -17,8 +18,6 @@ def export_store(store, out: str | os.PathLike, *, fmt: str | None = None, wide:
     ``npy``: ``out`` (N, *shape) + ``<out stem>.ids.txt``; ``parquet``: ``image_id`` + a list column ``embedding``
     (or ``emb_0 …`` with ``wide``, 1-D only); ``cxr-foundation-npz``: ``out/<image_id>.npz`` with key ``embedding``.
     """
-    from cxrdistill.storage.store import EmbeddingStore
-
     st = store if isinstance(store, EmbeddingStore) else EmbeddingStore.open(store, "r")
     out = Path(out)
     if fmt is None:

@@ -23,6 +23,9 @@ import numpy as np
 
 from cxrdistill.errors import InputError
 from cxrdistill.registry import Registry
+from cxrdistill.storage.io import read_table
+from cxrdistill.storage.store import EmbeddingStore
+from cxrdistill.teachers.tfrecord import TFRecordError, decode_example, iter_records
 
 FORMATS: Registry = Registry("embedding file format")
 POOLS = ("none", "mean", "cls", "flatten")
@@ -211,8 +214,6 @@ def read_tfrecord(src: Path, *, id_from: str = "relpath", key: str = "embedding"
     """``.tfrecord`` files with a float feature ``key``: one record per file (id from the file name), or several
     records per file each carrying a bytes feature ``id_feature``. The flat float list is reshaped by ``shape``
     (``32x768``), an int64 feature ``<key>/shape`` if present, or the known CXR Foundation lengths."""
-    from cxrdistill.teachers.tfrecord import TFRecordError, decode_example, iter_records
-
     files = _list_files(src, (".tfrecord", ".tfrecords"))
     root = src if src.is_dir() else src.parent
     forced = parse_shape(shape)
@@ -281,8 +282,6 @@ def read_tfrecord(src: Path, *, id_from: str = "relpath", key: str = "embedding"
 def _read_id_list(p: Path) -> list[str]:
     name = p.name.lower()
     if name.endswith((".csv", ".parquet", ".pq", ".csv.gz")):
-        from cxrdistill.storage.io import read_table
-
         df = read_table(p, dtype={"image_id": str})
         if "image_id" not in df.columns:
             raise InputError("has no image_id column", path=p, column="image_id")
@@ -510,8 +509,6 @@ def import_embeddings(fmt: str, src: str | os.PathLike, out: str | os.PathLike, 
     only matched ids are imported, stored under the cohort's ``image_id``; ``strict`` turns any unmatched or missing
     id into an error before anything is written.
     """
-    from cxrdistill.storage.store import EmbeddingStore
-
     if pool not in POOLS:
         raise InputError(f"unknown pooling {pool!r}", hint=f"choose one of {', '.join(POOLS)}")
     reader = FORMATS.get(fmt)

@@ -14,7 +14,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from cxrdistill.errors import CxrError, InputError
-from cxrdistill.images.preprocess import MEAN, STD
+from cxrdistill.images.preprocess import MEAN, STD, preprocess
 from cxrdistill.models.device import resolve_device
 from cxrdistill.registry import Registry
 
@@ -80,8 +80,6 @@ class TorchTeacher:
             raise InputError(f"teacher input must be uint8 (B, H, W), got {a.dtype} {a.shape}")
         s = self.info.image_size
         if a.shape[1:] != (s, s):
-            from cxrdistill.images.preprocess import preprocess
-
             a = np.stack([preprocess(im, s, "resize") for im in a]) if len(a) else np.zeros((0, s, s), np.uint8)
         return a
 

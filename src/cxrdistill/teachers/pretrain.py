@@ -17,9 +17,15 @@ from typing import Callable, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from cxrdistill import synth
+from cxrdistill.cohorts.policies import build_targets
+from cxrdistill.cohorts.schema import CHEXPERT_FINDINGS
 from cxrdistill.errors import CxrError
+from cxrdistill.evaluation.quick import mean_auc, task_aucs
 from cxrdistill.images.preprocess import MEAN, STD
+from cxrdistill.training.data import ArrayDataset
 from cxrdistill.training.run_dir import open_run
+from cxrdistill.training.trainer import TrainConfig, Trainer
 
 TEACHER_NAME = "cxrdistill-synth-teacher"
 #: pixel normalisation of the teacher's input — the same as images.dataset.CxrDataset's default
@@ -61,8 +67,6 @@ def _patient_split(patients: np.ndarray, frac: float, seed: int) -> np.ndarray:
 
 def render_pretraining_cohort(cfg: TeacherPretrainConfig):
     """(uint8 images (n, size, size), metadata DataFrame) of the synthetic pretraining cohort."""
-    from cxrdistill import synth
-
     return synth.render_batch(cfg.n, cfg.size, cfg.seed, cfg.scenario, workers=cfg.workers)
 
 
@@ -77,13 +81,8 @@ def pretrain_teacher(out: str | Path, cfg: TeacherPretrainConfig | None = None, 
     """
     import torch
 
-    from cxrdistill.cohorts.policies import build_targets
-    from cxrdistill.cohorts.schema import CHEXPERT_FINDINGS
-    from cxrdistill.evaluation.quick import mean_auc, task_aucs
-    from cxrdistill.training.data import ArrayDataset
     from cxrdistill.models.network import CxrNet, count_params, save_model
     from cxrdistill.training.methods.teacher_pretrain import PretrainNet, TeacherPretrain
-    from cxrdistill.training.trainer import Trainer, TrainConfig
 
     cfg = cfg or TeacherPretrainConfig()
     log = log or (lambda s: None)

@@ -28,9 +28,14 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from cxrdistill.errors import CxrError, InputError
+from cxrdistill.images.decode import decode_png_bytes, load_gray
+from cxrdistill.images.preprocess import preprocess
+from cxrdistill.storage.io import atomic_path
 from cxrdistill.teachers import wire
 from cxrdistill.teachers.faults import FaultInjector, FaultSpec
+from cxrdistill.teachers.kserve import infer_response, metadata, read_infer
 from cxrdistill.teachers.local import Teacher
+from cxrdistill.teachers.vertex import InstanceError, instance_bytes, prediction
 
 DEFAULT_MAX_BATCH = 64
 DEFAULT_MAX_REQUEST_MB = 32.0
@@ -58,8 +63,6 @@ class RequestLog:
         self._lock = threading.Lock()
 
     def write(self, headers: list[tuple[bytes, bytes]], body: bytes, note: str) -> None:
-        from cxrdistill.storage.io import atomic_path
-
         with self._lock:
             n = next(self._seq)
         hdrs = [(k.decode("latin-1"), "<redacted>" if k.lower() == b"authorization" else v.decode("latin-1"))
@@ -172,9 +175,6 @@ def create_app(teacher: Teacher, *, token: str | None = None, max_batch: int = D
                               "(length-prefixed PNGs) or multipart/form-data")
 
     def decode_all(blobs: list[bytes]) -> np.ndarray:
-        from cxrdistill.images.decode import decode_png_bytes
-        from cxrdistill.images.preprocess import preprocess
-
         s = info.image_size
         out = np.empty((len(blobs), s, s), dtype=np.uint8)
         for i, b in enumerate(blobs):
@@ -193,8 +193,6 @@ def create_app(teacher: Teacher, *, token: str | None = None, max_batch: int = D
 
     def predict_instances(instances: list) -> list[dict]:
         """Vertex signature: per-instance errors for instances it cannot use, one forward pass for the rest."""
-        from cxrdistill.teachers.vertex import InstanceError, instance_bytes, prediction
-
         preds: list[dict | None] = [None] * len(instances)
         good, pixels = [], []
         for k, inst in enumerate(instances):
@@ -210,14 +208,9 @@ def create_app(teacher: Teacher, *, token: str | None = None, max_batch: int = D
 
     def decode_any(data: bytes, k: int) -> np.ndarray:
         """PNG/JPEG or DICOM bytes → the model's square uint8 input."""
-        from cxrdistill.images.decode import decode_png_bytes
-        from cxrdistill.images.preprocess import preprocess
-
         s = info.image_size
         if data[128:132] == b"DICM":  # DICOM Part 10: decoded from a private temporary file, then removed
             import tempfile
-
-            from cxrdistill.images.decode import load_gray
 
             with tempfile.TemporaryDirectory(prefix="cxrdistill-dcm-") as d:
                 f = Path(d) / "instance.dcm"
@@ -270,8 +263,6 @@ def create_app(teacher: Teacher, *, token: str | None = None, max_batch: int = D
 
     @app.get("/v2/models/{name}")
     async def v2_metadata(request: Request, name: str):
-        from cxrdistill.teachers.kserve import metadata
-
         v2_model(request, name)
         return metadata(info.name, info.version, info.image_size, info.embedding_shape)
 
@@ -282,8 +273,6 @@ def create_app(teacher: Teacher, *, token: str | None = None, max_batch: int = D
 
     @app.post("/v2/models/{name}/infer")
     async def v2_infer(request: Request, name: str):
-        from cxrdistill.teachers.kserve import infer_response, read_infer
-
         v2_model(request, name)
         body, raw = await read_json(request)
         if log is not None:

@@ -19,6 +19,8 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
+from cxrdistill.storage.io import atomic_open
+
 # ----------------------------------------------------------------------------------------------------- CRC32C
 _CRC_TABLE: list[int] | None = None
 
@@ -82,8 +84,6 @@ def iter_records(path: str | os.PathLike, *, check_crc: bool = False) -> Iterato
 
 def write_records(path: str | os.PathLike, records: Iterable[bytes]) -> None:
     """Write records with TFRecord framing (atomically)."""
-    from cxrdistill.storage.io import atomic_open
-
     with atomic_open(path, "wb") as fh:
         for r in records:
             n = struct.pack("<Q", len(r))

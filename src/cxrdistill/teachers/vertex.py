@@ -24,6 +24,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from cxrdistill.errors import CxrError
+from cxrdistill.images.decode import encode_png
 from cxrdistill.teachers.client import APIS, Answer, ApiTeacher
 from cxrdistill.teachers.local import TeacherInfo
 from cxrdistill.teachers.transport import PayloadTooLarge
@@ -57,8 +58,6 @@ class VertexTeacher(ApiTeacher):
 
     def encode(self, pixels: Sequence[np.ndarray]) -> list[bytes]:
         """One JSON instance per image, ready to be joined into a body (base64 is done here, off the event loop)."""
-        from cxrdistill.images.decode import encode_png
-
         return [b'{"input_bytes":"' + base64.b64encode(encode_png(p)) + b'"}' for p in pixels]
 
     async def embed(self, payload: list[bytes]) -> Answer:

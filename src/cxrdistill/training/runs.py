@@ -13,13 +13,29 @@ from typing import Any
 
 import numpy as np
 
-from cxrdistill.errors import CxrError, InputError
-from cxrdistill.storage.io import clean_json, write_json, write_table
+from cxrdistill.cohorts.schema import label_columns
 from cxrdistill.cohorts.validate import load_cohort
+from cxrdistill.errors import CxrError, InputError
 from cxrdistill.evaluation.embedding_input import load_embeddings
+from cxrdistill.images.dataset import CxrDataset
+from cxrdistill.losses.kd import build_kd_loss, parse_loss_spec
+from cxrdistill.models.device import resolve_device
+from cxrdistill.models.heads import HEADS, head_input_dim, load_head, save_head
+from cxrdistill.models.network import CxrNet, count_params, load_model, save_model
+from cxrdistill.models.students import create_student, load_for_finetune, prepare_targets, target_shape
+from cxrdistill.storage.io import clean_json, write_json, write_table
+from cxrdistill.storage.store import EmbeddingStore
 from cxrdistill.training import inputs as I
+from cxrdistill.training.data import ArrayDataset
+from cxrdistill.training.distributed import barrier, init_distributed
+from cxrdistill.training.method import METHODS
+from cxrdistill.training.methods.distill import DistillModel, target_stats
+from cxrdistill.training.methods.finetune import Finetune
+from cxrdistill.training.methods.probe import Probe
+from cxrdistill.training.predict import attach_metrics, auc_summary, head_scores, model_outputs, predictions_table
 from cxrdistill.training.run_config import DistillConfig, FinetuneConfig, ProbeConfig
 from cxrdistill.training.run_dir import RunLog, prepare_run_dir, removes_new_run_dir_on_failure
+from cxrdistill.training.trainer import Trainer
 
 
 def _group_codes(df, attribute: str | None, path=None) -> tuple[np.ndarray | None, list[str]]:
@@ -37,8 +53,6 @@ def _group_codes(df, attribute: str | None, path=None) -> tuple[np.ndarray | Non
 
 def _shared_cache(df, images_root, size, cache_dir, mode, log):
     """Build the image cache once (rank 0 under torchrun, the others wait) and open it."""
-    from cxrdistill.training.distributed import barrier, init_distributed
-
     if images_root is None:
         raise InputError("this stage needs the images", hint="pass --images-root DIR (the root of the cohort paths)")
     dist = init_distributed()
@@ -52,8 +66,6 @@ def _shared_cache(df, images_root, size, cache_dir, mode, log):
 
 
 def _is_main() -> bool:
-    from cxrdistill.training.distributed import init_distributed
-
     return init_distributed().is_main
 
 
@@ -74,13 +86,6 @@ def run_distill(cfg: DistillConfig, cohort: str | Path, images_root: str | Path 
     ``distill.json``. ``attribute`` adds group codes ``g`` to the batches (for fairness-aware methods).
     """
     import torch
-
-    from cxrdistill.losses.kd import build_kd_loss
-    from cxrdistill.models.network import count_params, save_model
-    from cxrdistill.models.students import create_student, prepare_targets, target_shape
-    from cxrdistill.training.method import METHODS
-    from cxrdistill.training.methods.distill import DistillModel, target_stats
-    from cxrdistill.training.trainer import Trainer
 
     out = prepare_run_dir(out, "distill", cfg, {"cohort": cohort, "images_root": images_root,
                                                  "embeddings": embeddings, "attribute": attribute}, fresh)
@@ -108,7 +113,6 @@ def run_distill(cfg: DistillConfig, cohort: str | Path, images_root: str | Path 
         t_mean, t_std = target_stats(tgt[: len(tr)])
 
     options = {k: dict(v) for k, v in cfg.loss_options.items()}
-    from cxrdistill.losses.kd import parse_loss_spec
 
     if "logit_kd" in parse_loss_spec(cfg.loss):
         if Y is None:
@@ -130,8 +134,6 @@ def run_distill(cfg: DistillConfig, cohort: str | Path, images_root: str | Path 
         g = G[idx] if G is not None else None
         t = tgt[pos]
         if augment:
-            from cxrdistill.images.dataset import CxrDataset
-
             return CxrDataset(cache, rows[idx], targets=y, groups=g, teacher=t, augment=augment, seed=cfg.train.seed)
         return I.ImageBatches(cache.array, rows[idx], t=t, y=y, g=g)
 
@@ -172,8 +174,6 @@ def _labelled_splits(df, cfg, cohort):
 
 
 def _labels_if_any(df, tasks, policy, path):
-    from cxrdistill.cohorts.schema import label_columns
-
     if not tasks and not any((df[c] == 1).any() for c in label_columns(df)
                              if np.issubdtype(df[c].dtype, np.number)):
         return [], None
@@ -183,11 +183,6 @@ def _labels_if_any(df, tasks, policy, path):
 
 def _teacher_probe(Xtr, Ytr, mean, std, cfg: DistillConfig, log):
     """A linear probe on (standardised) teacher targets — the source of logit_kd's teacher logits."""
-    from cxrdistill.models.heads import HEADS
-    from cxrdistill.training.data import ArrayDataset
-    from cxrdistill.training.methods.probe import Probe
-    from cxrdistill.training.trainer import Trainer
-
     X = Xtr.reshape(len(Xtr), -1, Xtr.shape[-1]).mean(1) if Xtr.ndim == 3 else Xtr
     if mean is not None:
         m = mean.numpy().reshape(-1, Xtr.shape[-1]).mean(0) if Xtr.ndim == 3 else mean.numpy()
@@ -207,12 +202,6 @@ def run_probe(cfg: ProbeConfig, cohort: str | Path, out: str | Path, *, embeddin
               cache_dir: str | Path | None = None, fresh: bool = False, quiet: bool = False) -> dict[str, Any]:
     """Fit a head on frozen embeddings (from ``embeddings``, or computed by ``model`` over the images) on the train
     split; predict and score the ``cfg.eval.splits``. Writes ``head.safetensors``, predictions and metrics."""
-    from cxrdistill.models.heads import HEADS, head_input_dim, save_head
-    from cxrdistill.training.data import ArrayDataset
-    from cxrdistill.training.methods.probe import Probe
-    from cxrdistill.training.predict import head_scores
-    from cxrdistill.training.trainer import Trainer
-
     if (embeddings is None) == (model is None):
         raise CxrError("give either --embeddings STORE or --model CHECKPOINT (with --images-root)")
     out = prepare_run_dir(out, "probe", cfg, {"cohort": cohort, "embeddings": embeddings, "model": model,
@@ -262,8 +251,6 @@ def _embeddings_for(df, use, embeddings, model, images_root, size, cache_dir, ou
     if embeddings is not None:
         X, info = load_embeddings(embeddings, ids)
         return np.asarray(X, dtype=np.float32), info
-    from cxrdistill.models.network import load_model
-    from cxrdistill.training.predict import model_outputs
 
     net, meta = load_model(model)
     sm = meta.get("student") or meta.get("finetune") or meta.get("teacher") or {}
@@ -274,8 +261,6 @@ def _embeddings_for(df, use, embeddings, model, images_root, size, cache_dir, ou
     info = {"model": str(model), "image_size": size, "shape": list(X.shape[1:])}
     store = out / "embeddings"
     if _is_main() and not store.exists():
-        from cxrdistill.storage.store import EmbeddingStore
-
         st = EmbeddingStore.create(store, X.shape[1:], "float32", {"name": f"student:{Path(str(model)).name}",
                                                                    "version": "1", **info})
         st.append(ids, X)
@@ -285,8 +270,6 @@ def _embeddings_for(df, use, embeddings, model, images_root, size, cache_dir, ou
 
 # ------------------------------------------------------------------------------------------------- evaluation
 def _write_eval(rows, tasks, scores, y, out: Path, split: str, ecfg, log) -> dict[str, Any]:
-    from cxrdistill.training.predict import attach_metrics, auc_summary, predictions_table
-
     pred = predictions_table(rows, tasks, scores, y, aggregate=ecfg.aggregate)
     write_table(pred, out / "predictions" / f"{split}.parquet")
     metrics = attach_metrics(pred, tasks, n_boot=ecfg.n_boot, seed=ecfg.seed, target_fpr=ecfg.target_fpr)
@@ -311,10 +294,6 @@ def run_evaluate(cohort: str | Path, out: str | Path, *, split: str | None = "te
     (``model`` + ``head``), or a head on stored embeddings (``embeddings`` + ``head``); write the predictions table
     to ``out`` and the tidy metrics table next to it (``<out>.metrics.csv``). This is also the *direct* transfer
     mode: apply a model trained on one cohort to another. ``model`` runs on ``device`` (``auto``: a GPU if any)."""
-    from cxrdistill.models.heads import load_head
-    from cxrdistill.training.predict import (attach_metrics, auc_summary, head_scores, model_outputs,
-                                             predictions_table)
-
     out = Path(out)
     df = load_cohort(cohort, check="ids")
     idx = I.split_index(df, split, cohort) if split else np.arange(len(df))
@@ -325,9 +304,6 @@ def run_evaluate(cohort: str | Path, out: str | Path, *, split: str | None = "te
     if model is None and (embeddings is None or hd is None):
         raise CxrError("give --model CKPT (a classifier, or with --head), or --embeddings STORE with --head HEAD")
     if model is not None:
-        from cxrdistill.models.device import resolve_device
-        from cxrdistill.models.network import load_model
-
         dev = resolve_device(device)
         net, meta = load_model(model)
         sm = meta.get("finetune") or meta.get("student") or meta.get("teacher") or {}
@@ -368,9 +344,6 @@ def run_evaluate(cohort: str | Path, out: str | Path, *, split: str | None = "te
 # ------------------------------------------------------------------------------------------------- finetune
 def build_finetune_model(cfg: FinetuneConfig, tasks: list[str]):
     """The network to fine-tune: from a cxrdistill checkpoint, random init, or ``imagenet:FILE`` (timm-named)."""
-    from cxrdistill.models.network import CxrNet
-    from cxrdistill.models.students import load_for_finetune
-
     init, num_classes = cfg.init, len(tasks)
     if init == "random":
         return CxrNet(cfg.backbone, num_classes=num_classes), {"init": "random"}
@@ -390,11 +363,6 @@ def run_finetune(cfg: FinetuneConfig, cohort: str | Path, images_root: str | Pat
     ``cfg.eval.splits``. ``out/model.safetensors`` is the fine-tuned classifier (``load_model`` reads it)."""
     import torch
 
-    from cxrdistill.models.network import count_params
-    from cxrdistill.training.methods.finetune import Finetune
-    from cxrdistill.training.predict import model_outputs
-    from cxrdistill.training.trainer import Trainer
-
     out = prepare_run_dir(out, "finetune", cfg, {"cohort": cohort, "images_root": images_root}, fresh)
     log = RunLog(out, quiet)
     df = load_cohort(cohort, check="ids")
@@ -404,8 +372,6 @@ def run_finetune(cfg: FinetuneConfig, cohort: str | Path, images_root: str | Pat
     cache = _shared_cache(df, images_root, cfg.size, cache_dir, cfg.preprocess, log)
     rows = cache.index_of(df["image_id"].tolist())
     if cfg.augment:
-        from cxrdistill.images.dataset import CxrDataset
-
         train_data = CxrDataset(cache, rows[tr], targets=Y[tr], augment=cfg.augment, seed=cfg.train.seed)
     else:
         train_data = I.ImageBatches(cache.array, rows[tr], y=Y[tr])

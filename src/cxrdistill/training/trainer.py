@@ -17,9 +17,10 @@ from typing import Any, Callable, Iterable, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from cxrdistill.errors import CxrError
+from cxrdistill.models.device import resolve_device
 from cxrdistill.progress import Progress
+from cxrdistill.storage.checkpoint import load_state, load_weights, save_state, save_weights
 from cxrdistill.storage.io import atomic_open
-from cxrdistill.storage.checkpoint import load_state, save_state, save_weights
 from cxrdistill.training.distributed import DistInfo, barrier, init_distributed
 
 
@@ -109,8 +110,6 @@ class Trainer:
 
     # ------------------------------------------------------------------ set-up helpers
     def _pick_device(self):
-        from cxrdistill.models.device import resolve_device
-
         return resolve_device(self.cfg.device, local_rank=self.dist.local_rank)
 
     def _make_optimizer(self, params):
@@ -313,8 +312,6 @@ class Trainer:
         if self.cfg.restore_best and self.run_dir and self.best_epoch is not None:
             best = self.run_dir / "best.safetensors"
             if best.exists():
-                from cxrdistill.storage.checkpoint import load_weights
-
                 sd, _ = load_weights(best)
                 self.model.load_state_dict(sd)
         if self.run_dir and self.dist.is_main:

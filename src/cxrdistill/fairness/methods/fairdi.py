@@ -38,6 +38,7 @@ from cxrdistill.fairness.methods.fis import FIS, FISMixin
 from cxrdistill.losses.binary_kd import binary_kd
 from cxrdistill.losses.fis import FISLoss
 from cxrdistill.training.methods.supervised import logits_of
+from cxrdistill.training.trainer import TrainConfig
 
 ASSIGNMENTS = ("own", "mean")
 
@@ -137,8 +138,6 @@ class FairDi(FISMixin, FairMethod):
             log: Callable[[str], None] | None = None) -> FitResult:
         """Step 0 (pretrain, FIS) → step 1 (one teacher per group) → step 2 (the student). ``model`` is trained in
         place by step 0; the returned model is the student."""
-        from cxrdistill.training.trainer import TrainConfig
-
         cfg = config or TrainConfig()
         log = log or (lambda s: None)
         run_dir = Path(run_dir) if run_dir else None
