@@ -1,8 +1,9 @@
 """Stage caching and scheduling: each stage's key hashes its own config and the keys of the stages it reads, so a
 re-run does only what changed. A stage's record is written (atomically) only after it succeeds; a failure names the
-stage and leaves every earlier stage's outputs intact. With ``jobs > 1`` independent stages run at once, each in its
-own process with ``cores / jobs`` threads (on a CPU, two single-threaded trainings get more done than one with two
-threads; docs/study.md, "Stages at once")."""
+stage and leaves every earlier stage's outputs intact. A stage that started with the same key and did not finish
+resumes (``StudyContext.resume``: its training runs continue from their checkpoints). With ``jobs > 1`` independent
+stages run at once, each in its own process with ``cores / jobs`` threads (on a CPU, two single-threaded trainings get
+more done than one with two threads; docs/study.md, "Stages at once")."""
 from __future__ import annotations
 
 import json
@@ -72,6 +73,10 @@ class StudyContext:
     keys: dict[str, str] = field(default_factory=dict)
     log: Callable[[str], None] = print
     logfile: Path | None = None  # where a stage running in another process logs
+    # the running stage started before with the same key and did not finish (killed or failed), and is not forced:
+    # its training runs resume their checkpoints; otherwise (first run, changed config or inputs, force) they start
+    # over
+    resume: bool = False
 
     def path(self, *parts: str) -> Path:
         p = self.out.joinpath(*parts)
@@ -127,6 +132,14 @@ def _call_in_worker(name: str, fn: Callable[[StudyContext], dict], ctx: StudyCon
     return _call(name, fn, ctx)
 
 
+def _started_key(path: Path) -> str | None:
+    """The key of the stage's unfinished start (``stages/<name>.started.json``), None when none is readable."""
+    try:
+        return json.loads(path.read_text()).get("key")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def run_stages(ctx: StudyContext, stages: list[Stage], only: list[str] | None = None,
                force: list[str] | None = None, jobs: int = 1) -> dict[str, dict]:
     """Run the stages (in order, or ``jobs`` at a time as their dependencies finish), reusing cached results whose
@@ -170,6 +183,7 @@ def run_stages(ctx: StudyContext, stages: list[Stage], only: list[str] | None = 
             failures.append((pos[st.name], out["error"]))
             return
         write_json({"key": key, "result": out["result"]}, rec_dir / f"{st.name}.json")
+        (rec_dir / f"{st.name}.started.json").unlink(missing_ok=True)
         ctx.keys[st.name], ctx.results[st.name] = key, out["result"]
         done.add(st.name)
         ctx.log(f"[{st.name}] done in {time.perf_counter() - t0:.1f} s")
@@ -210,14 +224,18 @@ def run_stages(ctx: StudyContext, stages: list[Stage], only: list[str] | None = 
                         s.exclusive for s, _, _ in running.values())))):
                     continue
                 todo.remove(st)
-                ctx.log(f"[{st.name}] running{': ' + st.description if st.description else ''}")
+                started_path = rec_dir / f"{st.name}.started.json"
+                resume = not cached and st.name not in (force or []) and _started_key(started_path) == key
+                write_json({"key": key}, started_path)
+                ctx.log(f"[{st.name}] {'resuming' if resume else 'running'}"
+                        f"{': ' + st.description if st.description else ''}")
                 t0 = time.perf_counter()
                 # a stage sees only what it (transitively) reads: the same in one process or many, and covered
                 # by its cache key
                 up = upstream(st.name)
                 sub = StudyContext(out=ctx.out, cfg=ctx.cfg, results={k: v for k, v in ctx.results.items() if k in up},
                                    keys={k: v for k, v in ctx.keys.items() if k in up}, log=ctx.log,
-                                   logfile=ctx.logfile)
+                                   logfile=ctx.logfile, resume=resume)
                 if pool is None:
                     finish(st, key, _call(st.name, st.fn, sub), t0)
                 else:

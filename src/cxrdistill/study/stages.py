@@ -7,9 +7,30 @@ import json
 from pathlib import Path
 from typing import Any
 
+from cxrdistill.cohorts.importer import cohort_summary, import_cohort
+from cxrdistill.cohorts.splits import assign_splits, check_no_leakage, split_from_file
+from cxrdistill.cohorts.validate import load_cohort, save_cohort
 from cxrdistill.errors import CxrError
+from cxrdistill.evaluation.audit import run_audit
+from cxrdistill.evaluation.compare import compare_dirs
+from cxrdistill.evaluation.embedding_input import load_embeddings, open_embeddings
+from cxrdistill.evaluation.features import audit_embeddings
+from cxrdistill.evaluation.predictions import read_predictions
+from cxrdistill.evaluation.probes import probe_attributes
+from cxrdistill.report.audit_html import write_audit
+from cxrdistill.report.feature_report import write_compare, write_feature_audit, write_probes
 from cxrdistill.storage.config import deep_merge, validate
+from cxrdistill.storage.io import atomic_open, clean_json, read_table, write_table
+from cxrdistill.storage.store import EmbeddingStore
 from cxrdistill.study.engine import Stage, StudyContext
+from cxrdistill.synth.generate import generate, render_batch
+from cxrdistill.teachers.client import embed_cohort
+from cxrdistill.teachers.importers import import_embeddings
+from cxrdistill.teachers.local import resolve_teacher, token_from_env
+from cxrdistill.teachers.pretrain import TeacherPretrainConfig, pretrain_teacher
+from cxrdistill.teachers.server import BackgroundServer, create_app
+from cxrdistill.training.inputs import image_cache
+from cxrdistill.training.run_config import STAGES as RUN_CONFIGS, stage_defaults
 
 
 def _dump(m) -> Any:
@@ -19,16 +40,11 @@ def _dump(m) -> Any:
 # ------------------------------------------------------------------------------------------------ cohort & split
 def stage_cohort(ctx: StudyContext) -> dict:
     """Synthesise (or read) the cohort and write ``cohort_raw.parquet``."""
-    from cxrdistill.cohorts.importer import cohort_summary, import_cohort
-    from cxrdistill.cohorts.validate import load_cohort, save_cohort
-
     c = ctx.cfg.cohort
     out = ctx.path("cohort_raw.parquet")
     planted = None
     if c.source == "synth":
         import shutil
-
-        from cxrdistill.synth.generate import generate
 
         data = ctx.out / "data"
         if data.exists():
@@ -57,9 +73,6 @@ def stage_cohort(ctx: StudyContext) -> dict:
 
 
 def stage_split(ctx: StudyContext) -> dict:
-    from cxrdistill.cohorts.splits import assign_splits, check_no_leakage, split_from_file
-    from cxrdistill.cohorts.validate import load_cohort, save_cohort
-
     s = ctx.cfg.split
     df = load_cohort(ctx.out / "cohort_raw.parquet")
     synth_split = ctx.out / "data" / "split.csv"
@@ -84,8 +97,6 @@ def stage_images(ctx: StudyContext) -> dict:
     stage reads (cohort and pool)."""
     import pandas as pd
 
-    from cxrdistill.training.inputs import image_cache
-
     cache, _ = _images(ctx, pd.read_parquet(ctx.out / "cohort.parquet"))
     out = {"cache": str(cache.dir), "n": len(cache)}
     if "pool" in ctx.results:
@@ -105,15 +116,11 @@ def stage_pool(ctx: StudyContext) -> dict:
     import numpy as np
     import pandas as pd
 
-    from cxrdistill.storage.io import write_table
-
     p = ctx.cfg.distill_pool
     out = ctx.out / "pool"
     if p.source == "synth":
         meta = _render_pool(ctx, out / "images")
     elif p.source == "table":
-        from cxrdistill.storage.io import read_table
-
         meta = read_table(p.table, dtype={"image_id": str, "patient_id": str})
         for col in ("image_id", "path"):
             if col not in meta.columns:
@@ -150,8 +157,6 @@ def _render_pool(ctx: StudyContext, root: Path, chunk: int = 5000):
 
     import pandas as pd
     from PIL import Image
-
-    from cxrdistill.synth.generate import render_batch
 
     c, p = ctx.cfg.cohort, ctx.cfg.distill_pool
     if root.exists():
@@ -190,16 +195,12 @@ def _distill_table(ctx: StudyContext) -> Path:
 
 def _images(ctx: StudyContext, df):
     """The cohort's images at the study's size and their rows for ``df`` (the uint8 cache every stage shares)."""
-    from cxrdistill.training.inputs import image_cache
-
     cache = image_cache(df, ctx.results["cohort"]["images_root"], ctx.cfg.size, ctx.out / "cache", progress=False)
     return cache, cache.index_of(df["image_id"].astype(str).tolist())
 
 
 # ------------------------------------------------------------------------------------------------ teacher
 def _pretrain_config(ctx: StudyContext):
-    from cxrdistill.teachers.pretrain import TeacherPretrainConfig
-
     base = {"size": ctx.cfg.size}
     return TeacherPretrainConfig.model_validate({**base, **ctx.cfg.teacher.pretrain})
 
@@ -208,8 +209,6 @@ def stage_teacher(ctx: StudyContext) -> dict:
     """The black-box teacher: pretrained here (default) or named by the config."""
     t = ctx.cfg.teacher
     if t.kind == "pretrain":
-        from cxrdistill.teachers.pretrain import pretrain_teacher
-
         ckpt = ctx.path("teacher", "teacher.safetensors")
         # a re-run with changed teacher settings starts the run directory over (the same settings resume it)
         summary = pretrain_teacher(ckpt, _pretrain_config(ctx), run_dir=ctx.out / "teacher" / "run", progress=False,
@@ -223,8 +222,6 @@ def stage_teacher(ctx: StudyContext) -> dict:
 
 
 def _jsonable(obj):
-    from cxrdistill.storage.io import clean_json
-
     return json.loads(json.dumps(clean_json(obj), default=str))
 
 
@@ -234,8 +231,6 @@ def stage_embed(ctx: StudyContext) -> dict:
     teacher exactly as a black-box API)."""
     cohort = ctx.out / "cohort.parquet"
     if "pool" in ctx.results:
-        from cxrdistill.storage.io import write_table
-
         cohort = ctx.out / "distill_cohort.parquet"
         write_table(_distill_frame(ctx), cohort)
     return {**_embed(ctx, cohort), "table": str(cohort)}
@@ -244,17 +239,12 @@ def stage_embed(ctx: StudyContext) -> dict:
 def _embed(ctx: StudyContext, cohort: Path) -> dict:
     import shutil
 
-    from cxrdistill.teachers.client import embed_cohort
-    from cxrdistill.storage.store import EmbeddingStore
-
     t = ctx.cfg.teacher
     store = ctx.out / "embeddings" / "teacher"
     root = ctx.results["cohort"]["images_root"]
     if store.exists():
         shutil.rmtree(store)  # the cache key changed: the teacher or the cohort is new
     if t.kind == "files":
-        from cxrdistill.teachers.importers import import_embeddings
-
         src = Path(t.files)
         if (src / "manifest.json").exists():
             shutil.copytree(src, store)
@@ -264,17 +254,12 @@ def _embed(ctx: StudyContext, cohort: Path) -> dict:
     spec = ctx.results["teacher"]["spec"]
     token = None
     if t.token_env:
-        from cxrdistill.teachers.local import token_from_env
-
         token = token_from_env(t.token_env)
     if spec.startswith("http"):
         res = embed_cohort(spec, cohort, root, store, concurrency=t.concurrency, batch_size=t.batch_size,
                            size=ctx.cfg.size, token=token, progress=False)
         via = "http"
     elif t.serve:
-        from cxrdistill.teachers.local import resolve_teacher
-        from cxrdistill.teachers.server import BackgroundServer, create_app
-
         teacher = resolve_teacher(spec, image_size=ctx.cfg.size)
         with BackgroundServer(create_app(teacher)) as srv:
             ctx.log(f"[embed] teacher served at {srv.url} (loopback); querying it over HTTP")
@@ -291,9 +276,7 @@ def _embed(ctx: StudyContext, cohort: Path) -> dict:
 def _stage_cfg(stage: str, base: dict, section: dict):
     """A command's config for the study: the command's packaged defaults (configs/<stage>.yaml), then the study's
     shared settings, then the study's own section — so an unset key keeps the command's default."""
-    from cxrdistill.training.run_config import STAGES, stage_defaults
-
-    return validate(STAGES[stage], deep_merge(deep_merge(stage_defaults(stage), base), section),
+    return validate(RUN_CONFIGS[stage], deep_merge(deep_merge(stage_defaults(stage), base), section),
                     prefix=stage, docs="docs/study.md")
 
 
@@ -313,15 +296,13 @@ def stage_distill(ctx: StudyContext) -> dict:
 
     out = ctx.out / "student"
     return _jsonable(run_distill(_distill_cfg(ctx), _distill_table(ctx), ctx.results["cohort"]["images_root"],
-                                 ctx.results["embed"]["store"], out, cache_dir=ctx.out / "cache", fresh=True,
-                                 quiet=True))
+                                 ctx.results["embed"]["store"], out, cache_dir=ctx.out / "cache",
+                                 fresh=not ctx.resume, quiet=True))
 
 
 def stage_student_embed(ctx: StudyContext) -> dict:
     """The student's embeddings of every image (in-process: the student is ours)."""
     import shutil
-
-    from cxrdistill.teachers.client import embed_cohort
 
     store = ctx.out / "embeddings" / "student"
     if store.exists():
@@ -336,8 +317,8 @@ def _probe(ctx: StudyContext, who: str) -> dict:
 
     out = ctx.out / "probe" / who
     store = ctx.results["embed"]["store"] if who == "teacher" else ctx.results["student_embed"]["store"]
-    return _jsonable(run_probe(_probe_cfg(ctx), ctx.out / "cohort.parquet", out, embeddings=store, fresh=True,
-                               quiet=True))
+    return _jsonable(run_probe(_probe_cfg(ctx), ctx.out / "cohort.parquet", out, embeddings=store,
+                               fresh=not ctx.resume, quiet=True))
 
 
 def stage_probe_teacher(ctx: StudyContext) -> dict:
@@ -376,7 +357,8 @@ def stage_finetune(ctx: StudyContext) -> dict:
             "eval": {"splits": ["test"], "n_boot": ctx.cfg.audit.n_boot}, "train": {"epochs": 3, "lr": 1e-3}}
     cfg = _stage_cfg("finetune", base, ctx.cfg.finetune.options)
     return _jsonable(run_finetune(cfg, ctx.out / "cohort.parquet", ctx.results["cohort"]["images_root"],
-                                  ctx.out / "finetune", cache_dir=ctx.out / "cache", fresh=True, quiet=True))
+                                  ctx.out / "finetune", cache_dir=ctx.out / "cache", fresh=not ctx.resume,
+                                  quiet=True))
 
 
 # ------------------------------------------------------------------------------------------------ audits
@@ -395,10 +377,6 @@ def _mean_tokens(X):
 
 
 def _audit_one(ctx: StudyContext, who: str, store: str | None) -> dict:
-    from cxrdistill.evaluation.audit import run_audit
-    from cxrdistill.report.audit_html import write_audit
-    from cxrdistill.evaluation.predictions import read_predictions
-
     a = ctx.cfg.audit
     out = ctx.out / "audit" / who
     preds = read_predictions(predictions_path(ctx, who))
@@ -410,11 +388,6 @@ def _audit_one(ctx: StudyContext, who: str, store: str | None) -> dict:
     write_audit(res, out, title=f"Performance audit — {who}")
     summary = {"dir": str(out)}
     if store:
-        from cxrdistill.evaluation.embedding_input import open_embeddings
-        from cxrdistill.evaluation.features import audit_embeddings
-        from cxrdistill.evaluation.probes import probe_attributes
-        from cxrdistill.report.feature_report import write_feature_audit, write_probes
-
         import pandas as pd
 
         cohort = pd.read_parquet(ctx.out / "cohort.parquet")
@@ -446,9 +419,6 @@ def stage_audit(ctx: StudyContext) -> dict:
 
 
 def stage_compare(ctx: StudyContext) -> dict:
-    from cxrdistill.evaluation.compare import compare_dirs
-    from cxrdistill.report.feature_report import write_compare
-
     names = ["teacher", "student"] + (["student_finetuned"] if "finetune" in ctx.results else [])
     res = compare_dirs([ctx.out / "audit" / n for n in names], names, alpha=ctx.cfg.audit.alpha,
                        correction=ctx.cfg.audit.correction, margin=ctx.cfg.audit.margin)
@@ -526,8 +496,6 @@ def stage_fair_distill(ctx: StudyContext) -> dict:
 
     from cxrdistill.fairkd.on_cohort import cohort_from_table, run_on_cohort
     from cxrdistill.fairkd.summary import report_section
-    from cxrdistill.storage.io import atomic_open
-    from cxrdistill.evaluation.embedding_input import load_embeddings
 
     cfg = _fair_distill_cfg(ctx)
     out = ctx.out / "fair_distill"
@@ -556,7 +524,7 @@ def stage_pretraining(ctx: StudyContext) -> dict:
     df = pd.read_parquet(ctx.out / "cohort.parquet")
     cache, _ = _images(ctx, df)
     opts = deep_merge({"label_policies": [ctx.cfg.label_policy], "tasks": ctx.cfg.tasks}, ctx.cfg.pretraining.options)
-    table = run_grid(opts, df, cache, ctx.out / "pretraining", log=ctx.log, fresh=True)
+    table = run_grid(opts, df, cache, ctx.out / "pretraining", log=ctx.log, fresh=not ctx.resume)
     return {"table": _jsonable(table.to_dict(orient="records"))}
 
 
