@@ -1,6 +1,7 @@
 """A study killed during a training stage resumes that stage's run from its checkpoint on the re-run (and ends where
 an uninterrupted study ends); a changed stage config starts the run over."""
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -32,28 +33,33 @@ def student(out):
 
 
 def test_a_killed_distill_stage_resumes_and_a_changed_config_starts_over(tmp_path, die_once_at_epoch_1):
-    clean, _ = study(tmp_path / "clean")
+    out = tmp_path / "study"
+    study(out)
+    clean = student(out)
+    clean_hist = json.loads((out / "student" / "history.json").read_text())
+    shutil.rmtree(out / "student")  # the same study again from the distill stage (the stages before it are cached)
+    (out / "stages" / "distill.json").unlink()
     started = die_once_at_epoch_1(Distill)
     with pytest.raises(StageFailed, match="distill"):
-        study(tmp_path / "killed")
+        study(out)
     assert started == [0, 1]
-    assert (tmp_path / "killed" / "student" / "checkpoints" / "last.pt").exists()
-    ctx, lines = study(tmp_path / "killed")
+    assert (out / "student" / "checkpoints" / "last.pt").exists()
+    _, lines = study(out)
     assert started == [0, 1, 1]  # resumed at epoch 1, not started over
     assert any("[distill] resuming" in line for line in lines)
     assert any("[embed] cached" in line for line in lines)
-    a, b = student(tmp_path / "clean"), student(tmp_path / "killed")
-    assert a.keys() == b.keys()
-    for k in a:
-        np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-6, err_msg=k)
-    hist = [json.loads((d / "student" / "history.json").read_text()) for d in (tmp_path / "clean", tmp_path / "killed")]
-    assert len(hist[0]) == len(hist[1]) == 2
-    assert not (tmp_path / "killed" / "stages" / "distill.started.json").exists()
+    resumed = student(out)
+    assert clean.keys() == resumed.keys()
+    for k in clean:  # ends where the uninterrupted run ended
+        np.testing.assert_allclose(resumed[k], clean[k], rtol=1e-5, atol=1e-6, err_msg=k)
+    hist = json.loads((out / "student" / "history.json").read_text())
+    assert len(hist) == len(clean_hist) == 2
+    assert not (out / "stages" / "distill.started.json").exists()
 
-    _, lines = study(tmp_path / "killed", lr=3e-4)  # another distill config: its run starts over at epoch 0
+    _, lines = study(out, lr=3e-4)  # another distill config: its run starts over at epoch 0
     assert started == [0, 1, 1, 0, 1]
     assert any("[distill] running" in line for line in lines)
-    assert json.loads((tmp_path / "killed" / "student" / "run.json").read_text())["config"]["train"]["lr"] == 3e-4
+    assert json.loads((out / "student" / "run.json").read_text())["config"]["train"]["lr"] == 3e-4
 
 
 def test_only_an_unfinished_stage_of_the_same_key_resumes(tmp_path):
