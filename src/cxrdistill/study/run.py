@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from cxrdistill.errors import CxrError
-from cxrdistill.report.study_report import write_report
+from cxrdistill.report import study_report
 from cxrdistill.storage.io import atomic_open, clean_json, write_json
 from cxrdistill.study.config import StudyConfig, load_config
 from cxrdistill.study.engine import StudyContext, file_logger, run_stages
@@ -37,7 +37,7 @@ def run_study(config: str | Path | None, out: str | Path, *, overrides: dict | N
     write_json(clean_json(results), out / "results.json")
 
     try:
-        write_report(out, results, cfg)
+        study_report.write_report(out, results, cfg)
     except Exception as e:  # a report bug must not hide the finished stages behind a traceback
         import traceback
 
