@@ -217,6 +217,90 @@ def run(quick: bool = False) -> list[dict]:
     return growth_rows(small, big)
 
 
+# ------------------------------------------------------------------------------------------- a recorded full run
+RECORDS = Path(__file__).resolve().parent / "records"
+TARGET_HOURS, TARGET_RSS_MIB = 2.0, 4096
+
+
+def make_record(run: Path, *, title: str, config: Path = CONFIG, notes: list[str] | None = None) -> dict:
+    """A record of one finished (or partly finished) point run in ``run`` (its ``scale_stages.json``): what ran,
+    on what machine, and per stage its wall and CPU time and peak memory — kept in ``bench/records/`` because a
+    run at a real dataset's size takes hours, far more than ``make bench`` may."""
+    import pandas as pd
+
+    stages = json.loads((run / "scale_stages.json").read_text())
+    n_img = stages.get("images") or len(pd.read_parquet(run / "cohort.parquet", columns=["image_id"]))
+    splits = pd.read_parquet(run / "cohort.parquet", columns=["split"])["split"].value_counts().to_dict() \
+        if (run / "cohort.parquet").exists() else {}
+    from cxrdistill.bench.__main__ import machine
+
+    return {"title": title, "config": config.name, "images": int(n_img),
+            "splits": {str(k): int(v) for k, v in splits.items()},
+            "machine": machine(), "load_average": [round(x, 1) for x in os.getloadavg()],
+            "rows": [{k: r[k] for k in ("stage", "seconds", "cpu_seconds", "peak_rss_mib")} for r in stages["rows"]],
+            "notes": list(notes or [])}
+
+
+def record_lines(rec: dict) -> list[str]:
+    """The Markdown section of a record: one row per stage, then the totals against the targets."""
+    n = rec["images"]
+    lines = [f"## {rec['title']}", "",
+             f"Recorded run (not re-measured by `make bench`): `{rec['config']}` on {n:,} images "
+             f"({', '.join(f'{k} {v:,}' for k, v in sorted(rec.get('splits', {}).items()))}). "
+             "Throughput is the cohort's images divided by the stage's wall time; CPU seconds count the stage's "
+             "process and the processes it started.", "",
+             "| stage | wall | CPU s | images / s (wall) | CPU ms / image | peak RSS, MiB |",
+             "|---|---|---|---|---|---|"]
+    for r in rec["rows"]:
+        wall = r["seconds"]
+        lines.append(f"| {r['stage']} | {_hms(wall)} | {r['cpu_seconds']:,.0f} | {n / wall:,.0f} | "
+                     f"{1e3 * r['cpu_seconds'] / n:.2f} | {r['peak_rss_mib']:,} |")
+    wall = sum(r["seconds"] for r in rec["rows"])
+    cpu = sum(r["cpu_seconds"] for r in rec["rows"])
+    peak = max((r["peak_rss_mib"] for r in rec["rows"]), default=0)
+    lines += [f"| **all stages** | **{_hms(wall)}** | **{cpu:,.0f}** | {n / wall:,.0f} | {1e3 * cpu / n:.2f} | "
+              f"**{peak:,}** |", "",
+              f"Target: the whole run ≤ {TARGET_HOURS:g} h wall "
+              f"({'met' if wall <= TARGET_HOURS * 3600 else 'not met'}: {_hms(wall)}), peak RSS ≤ "
+              f"{TARGET_RSS_MIB:,} MiB ({'met' if peak <= TARGET_RSS_MIB else 'not met'}: {peak:,} MiB).", ""]
+    lines += [f"- {x}" for x in rec.get("notes", [])] + ([""] if rec.get("notes") else [])
+    lines += [f"- {x}" for x in rec.get("machine", [])] + [f"- load average when recorded: "
+                                                           f"{', '.join(map(str, rec.get('load_average', [])))}", ""]
+    return lines
+
+
+def _hms(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def recorded_sections(folder: Path = RECORDS) -> list[str]:
+    """Every record in ``folder`` as Markdown sections (``make bench`` appends them to BENCHMARKS.md)."""
+    lines: list[str] = []
+    for f in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        lines += record_lines(json.loads(f.read_text()))
+    return lines
+
+
+def replace_section(markdown: str, section: list[str]) -> str:
+    """``markdown`` with the ``## `` section of the same heading as ``section`` replaced (appended when absent)."""
+    head = section[0]
+    out, skip, done = [], False, False
+    for line in markdown.splitlines():
+        if line == head:
+            out += section
+            skip, done = True, True
+            continue
+        if skip and line.startswith("## "):
+            skip = False
+        if not skip:
+            out.append(line)
+    if not done:
+        out += ([""] if out and out[-1] else []) + section
+    return "\n".join(out).rstrip("\n") + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m cxrdistill.bench.scale")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -226,7 +310,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", type=Path, default=CONFIG)
     p.add_argument("--full-teacher", action="store_true", help="pretrain the config's own teacher (not the "
                    "benchmark's smaller one)")
+    r = sub.add_parser("record", help="record a point run (its scale_stages.json) in bench/records/ and put its "
+                       "section into BENCHMARKS.md")
+    r.add_argument("run", type=Path, help="the point's study directory, e.g. runs/bench-scale/study-223414")
+    r.add_argument("--title", default="CheXpert-size run: every stage on 2 CPU cores")
+    r.add_argument("--note", action="append", default=[], help="a line under the table (repeatable)")
+    r.add_argument("--name", default="chexpert_scale", help="file name of the record (without .json)")
+    r.add_argument("--benchmarks", type=Path, default=Path("BENCHMARKS.md"))
     args = ap.parse_args(argv)
+    if args.cmd == "record":
+        from cxrdistill.storage.io import atomic_open, write_json
+
+        rec = make_record(args.run, title=args.title, notes=args.note)
+        RECORDS.mkdir(exist_ok=True)
+        write_json(rec, RECORDS / f"{args.name}.json")
+        text = args.benchmarks.read_text(encoding="utf-8") if args.benchmarks.exists() else "# Benchmarks\n"
+        with atomic_open(args.benchmarks) as fh:
+            fh.write(replace_section(text, record_lines(rec)))
+        print("\n".join(record_lines(rec)))
+        return 0
     data = dataset(args.n, args.root / "data")
     rows = run_point(data, args.root / f"study-{args.n}", args.config, {} if args.full_teacher else None)
     for r in rows:
