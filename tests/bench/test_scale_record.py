@@ -22,7 +22,12 @@ ROWS = [{"stage": "images", "seconds": 50.0, "cpu_seconds": 40.0, "peak_rss_mib"
         {"stage": "distill", "seconds": 3700.0, "cpu_seconds": 7000.0, "peak_rss_mib": 1500}]
 
 
-def test_record_table_sums_the_stages_and_judges_the_targets(tmp_path):
+def _complete(monkeypatch):
+    monkeypatch.setattr(scale, "planned_stages", lambda config=scale.CONFIG: [r["stage"] for r in ROWS])
+
+
+def test_record_table_sums_the_stages_and_judges_the_targets(tmp_path, monkeypatch):
+    _complete(monkeypatch)
     rec = scale.make_record(_run_dir(tmp_path, ROWS), title="Big run", notes=["a note"])
     assert rec["images"] == 1000 and rec["splits"] == {"train": 700, "val": 100, "test": 200}
     lines = scale.record_lines(rec)
@@ -33,10 +38,18 @@ def test_record_table_sums_the_stages_and_judges_the_targets(tmp_path):
     assert "**1:02:30**" in text and "**7,040**" in text and "**1,500**" in text
     assert "≤ 2 h wall (met: 1:02:30)" in text and "peak RSS ≤ 4,096 MiB (met: 1,500 MiB)" in text
     assert "- a note" in text
-    slow = scale.make_record(_run_dir(tmp_path / "b", [{**ROWS[1], "seconds": 7300.0, "peak_rss_mib": 5000}]),
-                             title="Slow")
+    slow = scale.make_record(_run_dir(tmp_path / "b", [ROWS[0], {**ROWS[1], "seconds": 7300.0,
+                                                                  "peak_rss_mib": 5000}]), title="Slow")
     slow_text = "\n".join(scale.record_lines(slow))
-    assert "(not met: 2:01:40)" in slow_text and "(not met: 5,000 MiB)" in slow_text
+    assert "(not met: 2:02:30)" in slow_text and "(not met: 5,000 MiB)" in slow_text
+
+
+def test_a_partial_run_lists_its_pending_stages_and_judges_no_target(tmp_path):
+    rec = scale.make_record(_run_dir(tmp_path, ROWS), title="Partial")   # the scale config plans every stage
+    assert rec["pending"][:2] == ["cohort", "split"] and "distill" not in rec["pending"]
+    text = "\n".join(scale.record_lines(rec))
+    assert "**stages so far**" in text and "Not yet run: cohort, split," in text
+    assert "Target:" not in text and "met" not in text.replace("measured", "")
 
 
 def test_the_section_replaces_its_old_version_and_keeps_the_others():
@@ -49,6 +62,7 @@ def test_the_section_replaces_its_old_version_and_keeps_the_others():
 
 
 def test_record_command_writes_the_record_and_the_benchmarks_section(tmp_path, monkeypatch):
+    _complete(monkeypatch)
     monkeypatch.setattr(scale, "RECORDS", tmp_path / "records")
     bench = tmp_path / "BENCHMARKS.md"
     bench.write_text("# Benchmarks\n\n## distill\n\nx\n")

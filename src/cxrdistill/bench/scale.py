@@ -222,6 +222,17 @@ RECORDS = Path(__file__).resolve().parent / "records"
 TARGET_HOURS, TARGET_RSS_MIB = 2.0, 4096
 
 
+def planned_stages(config: Path = CONFIG) -> list[str]:
+    """The study stages that ``config`` enables, in order."""
+    from types import SimpleNamespace
+
+    from cxrdistill.study.config import load_config
+    from cxrdistill.study.stages import STAGES
+
+    ctx = SimpleNamespace(cfg=load_config(config))
+    return [s.name for s in STAGES if s.enabled(ctx)]
+
+
 def make_record(run: Path, *, title: str, config: Path = CONFIG, notes: list[str] | None = None) -> dict:
     """A record of one finished (or partly finished) point run in ``run`` (its ``scale_stages.json``): what ran,
     on what machine, and per stage its wall and CPU time and peak memory — kept in ``bench/records/`` because a
@@ -238,6 +249,7 @@ def make_record(run: Path, *, title: str, config: Path = CONFIG, notes: list[str
             "splits": {str(k): int(v) for k, v in splits.items()},
             "machine": machine(), "load_average": [round(x, 1) for x in os.getloadavg()],
             "rows": [{k: r[k] for k in ("stage", "seconds", "cpu_seconds", "peak_rss_mib")} for r in stages["rows"]],
+            "pending": [s for s in planned_stages(config) if s not in {r["stage"] for r in stages["rows"]}],
             "notes": list(notes or [])}
 
 
@@ -258,11 +270,18 @@ def record_lines(rec: dict) -> list[str]:
     wall = sum(r["seconds"] for r in rec["rows"])
     cpu = sum(r["cpu_seconds"] for r in rec["rows"])
     peak = max((r["peak_rss_mib"] for r in rec["rows"]), default=0)
-    lines += [f"| **all stages** | **{_hms(wall)}** | **{cpu:,.0f}** | {n / wall:,.0f} | {1e3 * cpu / n:.2f} | "
-              f"**{peak:,}** |", "",
-              f"Target: the whole run ≤ {TARGET_HOURS:g} h wall "
-              f"({'met' if wall <= TARGET_HOURS * 3600 else 'not met'}: {_hms(wall)}), peak RSS ≤ "
-              f"{TARGET_RSS_MIB:,} MiB ({'met' if peak <= TARGET_RSS_MIB else 'not met'}: {peak:,} MiB).", ""]
+    pending = rec.get("pending", [])
+    lines.append(f"| **{'stages so far' if pending else 'all stages'}** | **{_hms(wall)}** | **{cpu:,.0f}** | "
+                 f"{n / wall:,.0f} | {1e3 * cpu / n:.2f} | **{peak:,}** |")
+    lines.append("")
+    if pending:  # a partial run: the whole-run target cannot be judged yet
+        lines += [f"Not yet run: {', '.join(pending)}. The whole-run targets (≤ {TARGET_HOURS:g} h wall, peak RSS ≤ "
+                  f"{TARGET_RSS_MIB:,} MiB) are judged when every stage has run; so far peak RSS is {peak:,} MiB and "
+                  f"the measured stages took {_hms(wall)}.", ""]
+    else:
+        lines += [f"Target: the whole run ≤ {TARGET_HOURS:g} h wall "
+                  f"({'met' if wall <= TARGET_HOURS * 3600 else 'not met'}: {_hms(wall)}), peak RSS ≤ "
+                  f"{TARGET_RSS_MIB:,} MiB ({'met' if peak <= TARGET_RSS_MIB else 'not met'}: {peak:,} MiB).", ""]
     lines += [f"- {x}" for x in rec.get("notes", [])] + ([""] if rec.get("notes") else [])
     lines += [f"- {x}" for x in rec.get("machine", [])] + [f"- load average when recorded: "
                                                            f"{', '.join(map(str, rec.get('load_average', [])))}", ""]
