@@ -243,11 +243,11 @@ def make_record(run: Path, *, title: str, config: Path = CONFIG, notes: list[str
     n_img = stages.get("images") or len(pd.read_parquet(run / "cohort.parquet", columns=["image_id"]))
     splits = pd.read_parquet(run / "cohort.parquet", columns=["split"])["split"].value_counts().to_dict() \
         if (run / "cohort.parquet").exists() else {}
-    from cxrdistill.bench.__main__ import machine
+    from cxrdistill.bench.machine import machine
 
     return {"title": title, "config": config.name, "images": int(n_img),
             "splits": {str(k): int(v) for k, v in splits.items()},
-            "machine": machine(), "load_average": [round(x, 1) for x in os.getloadavg()],
+            "machine": [x.removeprefix("- ") for x in machine()], "load_average": [round(x, 1) for x in os.getloadavg()],
             "rows": [{k: r[k] for k in ("stage", "seconds", "cpu_seconds", "peak_rss_mib")} for r in stages["rows"]],
             "pending": [s for s in planned_stages(config) if s not in {r["stage"] for r in stages["rows"]}],
             "notes": list(notes or [])}
