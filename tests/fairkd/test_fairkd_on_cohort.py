@@ -45,6 +45,9 @@ def run(tmp_path_factory):
 def test_rows_without_the_attribute_are_left_out_and_no_ground_truth_is_invented(run):
     df, _, keep, c, cfg, _, tidy = run
     assert len(c.images) == keep.sum() == len(df) - 2
+    # each kept row's place in the table, so that the study aligns the teacher's embeddings of the whole table
+    assert c.meta["table_row"].tolist() == np.flatnonzero(keep).tolist()
+    assert (c.meta["image_id"].to_numpy() == df["image_id"].to_numpy()[c.meta["table_row"]]).all()
     assert set(c.y) == {"observed"}
     assert set(tidy.loc[tidy["eval"] != "embedding", "labels"]) == {"observed"}
     assert set(tidy["model"]) == {"teacher", "kd", "balanced", "mmd"}

@@ -46,8 +46,10 @@ def cohort_from_table(df: pd.DataFrame, images: Any, attribute: str, tasks: list
     ``images[rows[i]]`` (``rows`` default: aligned); ``images`` is the image cache (an ``ImageCache`` or its
     memory map) or any uint8 array. The cohort keeps an index into it (:class:`~cxrdistill.images.cache.ImageRows`),
     never a copy: pixels are read batch by batch while training, so memory does not grow with the cohort's images.
-    Rows without the attribute are left out (the objectives need every training image's group); ground-truth labels
-    are used where the cohort has them (``true_<task>``, synthetic cohorts)."""
+    Rows without the attribute are left out (the objectives need every training image's group): ``meta["table_row"]``
+    holds each kept row's position in ``df``, to align anything row-aligned with ``df`` (the teacher's embeddings:
+    ``T[c.meta["table_row"]]``). Ground-truth labels are used where the cohort has them (``true_<task>``, synthetic
+    cohorts)."""
     for col in ("split", "patient_id", attribute, *tasks):
         if col not in df.columns:
             raise InputError(f"the cohort has no {col!r} column", column=col,
@@ -56,7 +58,7 @@ def cohort_from_table(df: pd.DataFrame, images: Any, attribute: str, tasks: list
     if len(view) != len(df):
         raise InputError(f"{len(view)} images for {len(df)} cohort rows")
     keep = df[attribute].notna().to_numpy() & df["split"].isin(["train", "val", "test"]).to_numpy()
-    meta = df[keep].reset_index(drop=True)
+    meta = df[keep].reset_index(drop=True).assign(table_row=np.flatnonzero(keep))
     images = view.take(keep)
     names = sorted(map(str, meta[attribute].unique()))
     if len(names) < 2:

@@ -506,6 +506,7 @@ def stage_fair_distill(ctx: StudyContext) -> dict:
     c = ctx.cfg.cohort
     label = c.synth.scenario if c.source == "synth" else c.source
     cohort = cohort_from_table(df, cache, cfg.attribute, cfg.tasks, cfg.label_policy, label, rows=rows)
+    T = T[cohort.meta["table_row"].to_numpy()]  # rows without the attribute are not in the cohort
     name = info.get("name") or (ctx.results["teacher"].get("spec") or "teacher").split("/")[-1]
     run_on_cohort(cohort, T, cfg, out, teacher_name=str(name), log=ctx.log)
     with atomic_open(out / "section.html", "w", encoding="utf-8") as fh:  # escaped by report_section
