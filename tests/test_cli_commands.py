@@ -276,24 +276,31 @@ def test_a_failed_command_ends_with_an_error_summary(tmp_path, capsys):
     assert s["out"] == str(tmp_path / "o")
 
 
-def test_ctrl_c_ends_with_an_interrupted_summary(tmp_path, capsys):
-    """A real SIGINT in the middle of a command: exit status 130, "interrupted" on stderr, and the summary line."""
-    import os
+def test_ctrl_c_ends_with_an_interrupted_summary(tmp_path):
+    """A real SIGINT to a running command (its own process, as a user's Ctrl-C): exit status 130, "interrupted" on
+    stderr, and the summary line."""
     import signal
-    import threading
+    import subprocess
+    import sys
+    import time
 
-    timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
-    timer.start()
+    out = tmp_path / "ds"
+    proc = subprocess.Popen([sys.executable, "-m", "cxrdistill", "synth", "--out", str(out), "--n", "100000",
+                             "--size", "32", "--workers", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
-        with pytest.raises(SystemExit) as e:
-            main(["synth", "--out", str(tmp_path / "ds"), "--n", "100000", "--size", "32", "--workers", "1"])
+        deadline = time.monotonic() + 120
+        while not any(tmp_path.rglob("*.png")):  # interrupt it while it renders (into a temporary folder)
+            assert proc.poll() is None and time.monotonic() < deadline, "synth ended or never started rendering"
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=120)
     finally:
-        timer.cancel()
-    assert e.value.code == 130
-    cap = capsys.readouterr()
-    assert cap.err.strip().splitlines()[-1] == "interrupted"
-    s = json.loads(cap.out.strip().splitlines()[-1])
-    assert (s["command"], s["status"], s["out"]) == ("synth", "interrupted", str(tmp_path / "ds"))
+        proc.kill()
+    assert proc.returncode == 130, stderr[-2000:]
+    assert stderr.strip().splitlines()[-1] == "interrupted"
+    s = json.loads(stdout.strip().splitlines()[-1])
+    assert (s["command"], s["status"], s["out"]) == ("synth", "interrupted", str(out))
 
 
 def test_summary_is_strict_json(capsys):
