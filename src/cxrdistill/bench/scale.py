@@ -240,9 +240,8 @@ def make_record(run: Path, *, title: str, config: Path = CONFIG, notes: list[str
     import pandas as pd
 
     stages = json.loads((run / "scale_stages.json").read_text())
-    n_img = stages.get("images") or len(pd.read_parquet(run / "cohort.parquet", columns=["image_id"]))
-    splits = pd.read_parquet(run / "cohort.parquet", columns=["split"])["split"].value_counts().to_dict() \
-        if (run / "cohort.parquet").exists() else {}
+    split = pd.read_parquet(run / "cohort.parquet", columns=["split"])["split"]  # one read: count and splits
+    n_img, splits = len(split), split.value_counts().to_dict()
     from cxrdistill.bench.machine import machine
 
     return {"title": title, "config": config.name, "images": int(n_img),
